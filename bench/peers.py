@@ -1,0 +1,357 @@
+"""Start and stop the peers a benchmark compares skiff against, each in its own private dirs.
+
+- ``docker``: the Debian ``docker.io`` dockerd (with its managed containerd), started by us with
+  its own data/exec roots and socket, no bridge, no iptables, no forwarding; stopped by its pid.
+- ``podman``: the Debian ``podman`` with its own --root/--runroot/--tmpdir (no daemon).
+- ``runc``: bare ``runc run`` of a bundle unpacked from the same rootfs.
+- ``skiff``: a skiffd started by the bench with its own --root and socket; stopped by its pid.
+
+skiffd and dockerd are driven by the SAME client: the docker CLI (``/usr/local/bin/docker`` when
+present) with ``DOCKER_HOST`` pointing at the daemon's socket, so client cost is identical.
+Everything is removed on the way out, even on failure (context managers + ``atexit``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.common import RUN_ID, remove_cgroups, unmount_all_under, wait_for_ping
+from bench.rootfs import build_rootfs_tar, make_runc_bundle
+
+DOCKER_DIR = Path("/tmp/skiff-bench-docker")
+PODMAN_DIR = Path("/tmp/skiff-bench-podman")
+RUNC_DIR = Path("/tmp/skiff-bench-runc")
+SKIFF_DIR = Path("/tmp/skiff-bench-skiff")
+IMAGE = "busybox:latest"
+
+
+def docker_cli() -> str:
+    """The docker CLI used as the common client for dockerd and skiffd."""
+    for candidate in ("/usr/local/bin/docker", shutil.which("docker") or ""):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise RuntimeError("no docker CLI found: apt-get install docker.io")
+
+
+def skiff_bin(name: str) -> str:
+    """A skiff entry point from the venv running this bench."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: run `make venv` first")
+    return str(path)
+
+
+def ensure_packages(*packages: str) -> None:
+    """apt-get install the Debian packages that are missing (services are not started by dpkg here)."""
+    missing = [
+        p
+        for p in packages
+        if "install ok installed"
+        not in subprocess.run(
+            ["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True, check=False
+        ).stdout
+    ]
+    if not missing:
+        return
+    print(f"installing Debian packages: {' '.join(missing)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", *missing], check=True, env=env, stdout=subprocess.DEVNULL
+    )
+
+
+@dataclass
+class Peer:
+    """One engine as a benchmark sees it: a CLI argv prefix, its environment and its processes."""
+
+    name: str
+    cli: list[str]
+    env: dict[str, str]
+    socket: str | None = None  # Engine API socket, for direct API timing
+    run_flags: list[str] = field(default_factory=list)  # inserted after `run`/`create`
+    daemon_pids: Callable[[], list[int]] = lambda: []
+
+    def argv(self, *args: str) -> list[str]:
+        """A full command line: ``peer.argv("ps", "-a")``."""
+        return [*self.cli, *args]
+
+    def run_argv(self, *args: str, verb: str = "run") -> list[str]:
+        """``<cli> run <peer flags> <args>``: peers differ only in flags such as a cgroup parent."""
+        return [*self.cli, verb, *self.run_flags, *args]
+
+    def sh(self, *args: str, check: bool = True, timeout: float = 120.0) -> str:
+        """Run a peer command and return its stdout."""
+        proc = subprocess.run(
+            self.argv(*args), env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"{self.name}: {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def remove_all_containers(self) -> None:
+        """Force-remove every container of this peer (its dirs are private, so all are ours)."""
+        ids = self.sh("ps", "-aq", check=False).split()
+        for start in range(0, len(ids), 50):
+            self.sh("rm", "-f", *ids[start : start + 50], check=False, timeout=300)
+
+
+_cleanups: list[Callable[[], None]] = []
+
+
+def _run_cleanups() -> None:
+    while _cleanups:
+        try:
+            _cleanups.pop()()
+        except Exception as exc:  # cleanup must go on for the others
+            print(f"cleanup error: {exc}", file=sys.stderr)
+
+
+atexit.register(_run_cleanups)
+# SIGTERM/SIGHUP: turn into SystemExit so `finally` blocks and atexit run.
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
+
+
+@contextmanager
+def _guarded(cleanup: Callable[[], None]) -> Iterator[None]:
+    """Run ``cleanup`` on leaving the block, or at exit if the block is torn down abruptly."""
+    _cleanups.append(cleanup)
+    try:
+        yield
+    finally:
+        if cleanup in _cleanups:
+            _cleanups.remove(cleanup)
+            cleanup()
+
+
+def _stop_pid(proc: subprocess.Popen[bytes], grace: float = 20.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _client_env(sock: Path, config_dir: Path) -> dict[str, str]:
+    # A private DOCKER_CONFIG keeps the CLI from reading or writing the user's ~/.docker.
+    config_dir.mkdir(parents=True, exist_ok=True)
+    return {**os.environ, "DOCKER_HOST": f"unix://{sock}", "DOCKER_CONFIG": str(config_dir)}
+
+
+def rootfs_tar() -> Path:
+    """The shared busybox rootfs tar (built once per run)."""
+    path = Path(f"/tmp/skiff-bench-rootfs-{RUN_ID}.tar")
+    if not path.exists():
+        build_rootfs_tar(path)
+        _cleanups.insert(0, lambda: path.unlink(missing_ok=True))
+    return path
+
+
+def _import(peer: Peer) -> None:
+    subprocess.run(
+        peer.argv("import", "--change", 'CMD ["sh"]', str(rootfs_tar()), IMAGE),
+        env=peer.env,
+        check=True,
+        capture_output=True,
+    )
+
+
+@contextmanager
+def docker_peer() -> Iterator[Peer]:
+    """A private dockerd (Debian docker.io) with busybox:latest imported."""
+    ensure_packages("docker.io")
+    if DOCKER_DIR.exists():
+        raise RuntimeError(f"{DOCKER_DIR} exists: another bench is running, or remove its leftovers")
+    DOCKER_DIR.mkdir(parents=True)
+    (DOCKER_DIR / "daemon.json").write_text("{}\n")
+    sock = DOCKER_DIR / "docker.sock"
+    cgroup = f"skiff-bench-docker-{RUN_ID}"
+    argv = [
+        "dockerd",
+        f"--data-root={DOCKER_DIR}/root",
+        f"--exec-root={DOCKER_DIR}/exec",
+        f"--pidfile={DOCKER_DIR}/pid",
+        f"--config-file={DOCKER_DIR}/daemon.json",
+        f"-H=unix://{sock}",
+        "--bridge=none",
+        "--iptables=false",
+        "--ip6tables=false",
+        "--ip-masq=false",
+        "--ip-forward=false",
+        f"--cgroup-parent=/{cgroup}",
+        "--storage-driver=overlay2",
+        "--log-level=warn",
+    ]
+    log = (DOCKER_DIR / "dockerd.log").open("wb")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    peer = Peer("docker", [docker_cli()], _client_env(sock, DOCKER_DIR / "client"), socket=str(sock))
+    peer.daemon_pids = lambda: [proc.pid, *_children(proc.pid)]
+
+    def cleanup() -> None:
+        try:
+            if proc.poll() is None:
+                peer.remove_all_containers()
+        finally:
+            _stop_pid(proc)
+            log.close()
+            unmount_all_under(DOCKER_DIR)
+            remove_cgroups(cgroup)
+            shutil.rmtree(DOCKER_DIR, ignore_errors=True)
+
+    with _guarded(cleanup):
+        wait_for_ping(str(sock), 60, proc)
+        _import(peer)
+        yield peer
+
+
+@contextmanager
+def podman_peer() -> Iterator[Peer]:
+    """podman (Debian) with private storage and runtime dirs, busybox:latest imported."""
+    ensure_packages("podman")
+    if PODMAN_DIR.exists():
+        raise RuntimeError(f"{PODMAN_DIR} exists: another bench is running, or remove its leftovers")
+    PODMAN_DIR.mkdir(parents=True)
+    cgroup = f"skiff-bench-podman-{RUN_ID}"
+    cli = [
+        "podman",
+        f"--root={PODMAN_DIR}/root",
+        f"--runroot={PODMAN_DIR}/runroot",
+        f"--tmpdir={PODMAN_DIR}/tmp",
+        f"--volumepath={PODMAN_DIR}/volumes",
+        "--storage-driver=overlay",
+        "--cgroup-manager=cgroupfs",
+        "--events-backend=file",
+        "--runtime=runc",  # the runtime docker and skiff use too
+    ]
+    # podman asks for nofile/nproc limits above the hard limits we run under, and raising a hard
+    # limit needs CAP_SYS_RESOURCE, which some machines withhold from root: ask for lower ones.
+    flags = [f"--cgroup-parent=/{cgroup}"]
+    for name, res in (("nofile", resource.RLIMIT_NOFILE), ("nproc", resource.RLIMIT_NPROC)):
+        limit = min(4096, resource.getrlimit(res)[1])
+        flags.append(f"--ulimit={name}={limit}:{limit}")
+    peer = Peer("podman", cli, dict(os.environ), run_flags=flags)
+
+    def cleanup() -> None:
+        try:
+            peer.sh("rm", "-af", "-t", "0", check=False, timeout=600)
+        finally:
+            unmount_all_under(PODMAN_DIR)
+            remove_cgroups(cgroup)
+            shutil.rmtree(PODMAN_DIR, ignore_errors=True)
+
+    with _guarded(cleanup):
+        subprocess.run(peer.argv("import", str(rootfs_tar()), IMAGE), check=True, capture_output=True)
+        yield peer
+
+
+@contextmanager
+def runc_bundle(runtime: str = "runc") -> Iterator[Callable[[int], list[str]]]:
+    """A bundle running ``true``; yields ``argv(i)`` for ``<runtime> run`` of container number i."""
+    base = RUNC_DIR / f"{runtime}-{RUN_ID}"
+    cgroup = f"skiff-bench-{runtime}-{RUN_ID}"
+    state = base / "state"
+
+    def argv(i: int) -> list[str]:
+        return [runtime, f"--root={state}", "run", f"--bundle={base / 'bundle'}", f"skiff-bench-{RUN_ID}-{i}"]
+
+    def cleanup() -> None:
+        for cid in _runc_ids(runtime, state):
+            subprocess.run(
+                [runtime, f"--root={state}", "delete", "-f", cid], capture_output=True, check=False
+            )
+        unmount_all_under(base)
+        remove_cgroups(cgroup)
+        shutil.rmtree(base, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            RUNC_DIR.rmdir()  # only when no other run uses it
+
+    with _guarded(cleanup):
+        make_runc_bundle(base / "bundle", rootfs_tar(), cgroup, ["/bin/true"])
+        yield argv
+
+
+def _runc_ids(runtime: str, state: Path) -> list[str]:
+    if not state.exists():
+        return []
+    out = subprocess.run(
+        [runtime, f"--root={state}", "list", "-q"], capture_output=True, text=True, check=False
+    )
+    return out.stdout.split()
+
+
+@contextmanager
+def skiff_peer(runtime: str = "runc") -> Iterator[Peer]:
+    """A skiffd started by the bench with its own root and socket, busybox bootstrapped into it."""
+    if SKIFF_DIR.exists():
+        raise RuntimeError(f"{SKIFF_DIR} exists: another bench is running, or remove its leftovers")
+    SKIFF_DIR.mkdir(parents=True)
+    sock = SKIFF_DIR / "skiff.sock"
+    argv = [
+        skiff_bin("skiffd"),
+        f"--root={SKIFF_DIR}/root",
+        f"--host=unix://{sock}",
+        f"--runtime={runtime}",
+        "--log-level=warning",
+    ]
+    log = (SKIFF_DIR / "skiffd.log").open("wb")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    peer = Peer("skiff", [docker_cli()], _client_env(sock, SKIFF_DIR / "client"), socket=str(sock))
+    peer.daemon_pids = lambda: [proc.pid]
+
+    def cleanup() -> None:
+        try:
+            if proc.poll() is None:
+                peer.remove_all_containers()  # SIGTERM leaves containers running, by design
+        finally:
+            _stop_pid(proc)
+            log.close()
+            unmount_all_under(SKIFF_DIR)
+            shutil.rmtree(SKIFF_DIR, ignore_errors=True)
+
+    with _guarded(cleanup):
+        try:
+            wait_for_ping(str(sock), 30, proc)
+        except RuntimeError as exc:
+            tail = (SKIFF_DIR / "skiffd.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{exc}\n--- skiffd.log ---\n{tail}") from exc
+        cli = skiff_peer_cli(peer)
+        bootstrap = subprocess.run(
+            cli.argv("image", "bootstrap", "busybox"), env=cli.env, capture_output=True
+        )
+        if bootstrap.returncode != 0:
+            _import(peer)  # fall back to the Engine API's import, through the docker CLI
+        yield peer
+
+
+def skiff_peer_cli(daemon: Peer) -> Peer:
+    """skiff's own CLI against the same skiffd, as an extra line next to the docker CLI."""
+    env = {**daemon.env, "SKIFF_HOST": daemon.env["DOCKER_HOST"]}
+    return Peer("skiff CLI", [skiff_bin("skiff")], env, socket=daemon.socket, daemon_pids=daemon.daemon_pids)
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of a process (dockerd's managed containerd)."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+    return [int(p) for p in out.stdout.split()]
+
+
+def wait_gone(pids: list[int], timeout: float = 10.0) -> None:
+    """Wait for processes to exit (after a stop), without signalling anything."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        time.sleep(0.1)
