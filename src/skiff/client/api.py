@@ -1,0 +1,374 @@
+"""``Client``: the Engine API calls skiff's CLI (and later the cluster agent) make.
+
+Each method is one endpoint, returning the daemon's JSON (Docker's field names) or
+a stream. docker-py does the HTTP; every call goes through ``_call`` so failures
+become ``skiff.errors`` in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from typing import IO, Any, TypeVar
+
+from skiff.client.errors import mapped_errors, stream_error
+from skiff.client.streams import HijackedStream
+
+JSONDict = dict[str, Any]
+T = TypeVar("T")
+DEFAULT_API_VERSION = "1.41"
+
+
+class WaitHandle:
+    """A ``POST /containers/{id}/wait`` whose headers have arrived; ``result()`` blocks for the body.
+
+    Docker clients send wait *before* start so an immediate exit is not missed;
+    the daemon answers headers at once and the JSON when the container exits.
+    """
+
+    def __init__(self, fetch: Callable[[], JSONDict]) -> None:
+        self._result: JSONDict | None = None
+        self._error: BaseException | None = None
+        self._done = threading.Event()
+
+        def run() -> None:
+            try:
+                self._result = fetch()
+            except BaseException as exc:  # handed to the waiting thread
+                self._error = exc
+            finally:
+                self._done.set()
+
+        self._thread = threading.Thread(target=run, name="skiff-wait", daemon=True)
+        self._thread.start()
+
+    def result(self, timeout: float | None = None) -> JSONDict:
+        """``{"StatusCode": N, "Error": ...}`` once the container has exited."""
+        if not self._done.wait(timeout):
+            raise TimeoutError("container did not exit in time")
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    @property
+    def done(self) -> bool:
+        """True once the daemon has answered."""
+        return self._done.is_set()
+
+
+class Client:
+    """A connection to one skiffd (or any Docker-compatible daemon)."""
+
+    def __init__(self, api: Any, host: str) -> None:
+        self._api = api
+        self.host = host
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        with mapped_errors(self.host):
+            return fn(*args, **kwargs)
+
+    def _url(self, path: str, *args: str, versioned: bool = True) -> str:
+        if versioned:
+            return str(self._api._url(path, *args))
+        return str(self._api.base_url) + path.format(*args)
+
+    def _json(self, method: str, url: str, **kwargs: Any) -> Any:
+        def go() -> Any:
+            resp = self._api.request(method, url, **kwargs)
+            self._api._raise_for_status(resp)
+            return resp.json() if resp.content else None
+
+        return self._call(go)
+
+    def _stream_json(self, method: str, url: str, **kwargs: Any) -> Iterator[JSONDict]:
+        """A JSON-lines progress stream; an ``errorDetail`` line raises."""
+        with mapped_errors(self.host):
+            resp = self._api.request(method, url, stream=True, **kwargs)
+            self._api._raise_for_status(resp)
+            lines = resp.iter_lines()
+            for line in lines:
+                if not line.strip():
+                    continue
+                msg = json.loads(line)
+                if isinstance(msg, dict) and ("errorDetail" in msg or "error" in msg):
+                    detail = msg.get("errorDetail") or {}
+                    raise stream_error(str(detail.get("message") or msg.get("error")))
+                yield msg
+
+    def _hijack(self, url: str, params: dict[str, Any], body: JSONDict | None = None) -> HijackedStream:
+        headers = {"Connection": "Upgrade", "Upgrade": "tcp"}
+        data = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            data = json.dumps(body)
+        with mapped_errors(self.host):
+            resp = self._api.post(url, data=data, params=params, stream=True, headers=headers)
+            self._api._raise_for_status(resp)
+            fp = resp.raw._fp.fp
+            sock = fp.raw._sock
+            # http.client may have buffered bytes past the 101 headers; pick them up
+            # without blocking, or the first output of a fast exec would be lost.
+            leftover = b""
+            sock.setblocking(False)
+            try:
+                leftover = fp.peek(65536) or b""
+                if leftover:
+                    fp.read(len(leftover))
+            except OSError:
+                leftover = b""
+            finally:
+                sock.setblocking(True)
+            stream = HijackedStream(fp.raw, leftover)
+            stream._response = resp  # type: ignore[attr-defined]  # keep it alive
+            return stream
+
+    # -- system ------------------------------------------------------------------------------
+    def ping(self) -> bool:
+        """``GET /_ping``."""
+        return bool(self._call(self._api.ping))
+
+    def version(self) -> JSONDict:
+        """``GET /version``."""
+        return dict(self._call(self._api.version))
+
+    def info(self) -> JSONDict:
+        """``GET /info``."""
+        return dict(self._call(self._api.info))
+
+    def events(
+        self, since: str | None = None, until: str | None = None, filters: dict[str, list[str]] | None = None
+    ) -> Iterator[JSONDict]:
+        """``GET /events``: one dict per event, until ``until`` or forever."""
+        params: dict[str, Any] = {}
+        if since:
+            params["since"] = since
+        if until:
+            params["until"] = until
+        if filters:
+            params["filters"] = json.dumps(filters)
+        return self._stream_json("GET", self._url("/events"), params=params, timeout=None)
+
+    def df(self) -> JSONDict:
+        """``GET /system/df``."""
+        return dict(self._json("GET", self._url("/system/df")))
+
+    # -- containers -------------------------------------------------------------------------
+    def containers(
+        self,
+        all: bool = False,
+        limit: int = -1,
+        size: bool = False,
+        filters: dict[str, list[str]] | None = None,
+    ) -> list[JSONDict]:
+        """``GET /containers/json``."""
+        params: dict[str, Any] = {"all": int(all), "limit": limit, "size": int(size)}
+        if filters:
+            params["filters"] = json.dumps(filters)
+        return list(self._json("GET", self._url("/containers/json"), params=params))
+
+    def create_container(self, body: JSONDict, name: str | None = None) -> JSONDict:
+        """``POST /containers/create``: ``{"Id": .., "Warnings": [..]}``."""
+        return dict(self._call(self._api.create_container_from_config, body, name))
+
+    def inspect_container(self, ref: str, size: bool = False) -> JSONDict:
+        """``GET /containers/{ref}/json``."""
+        params = {"size": 1} if size else {}
+        return dict(self._json("GET", self._url("/containers/{0}/json", ref), params=params))
+
+    def start(self, ref: str) -> None:
+        """``POST /containers/{ref}/start``."""
+        self._call(self._api.start, ref)
+
+    def stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> None:
+        """``POST /containers/{ref}/stop``."""
+        params: dict[str, Any] = {}
+        if timeout is not None:
+            params["t"] = timeout
+        if signal:
+            params["signal"] = signal
+        self._json("POST", self._url("/containers/{0}/stop", ref), params=params, timeout=None)
+
+    def restart(self, ref: str, timeout: int | None = None, signal: str | None = None) -> None:
+        """``POST /containers/{ref}/restart``."""
+        params: dict[str, Any] = {}
+        if timeout is not None:
+            params["t"] = timeout
+        if signal:
+            params["signal"] = signal
+        self._json("POST", self._url("/containers/{0}/restart", ref), params=params, timeout=None)
+
+    def kill(self, ref: str, signal: str | None = None) -> None:
+        """``POST /containers/{ref}/kill``."""
+        self._call(self._api.kill, ref, signal)
+
+    def remove_container(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        """``DELETE /containers/{ref}``."""
+        self._call(self._api.remove_container, ref, v=volumes, force=force)
+
+    def pause(self, ref: str) -> None:
+        """``POST /containers/{ref}/pause``."""
+        self._call(self._api.pause, ref)
+
+    def unpause(self, ref: str) -> None:
+        """``POST /containers/{ref}/unpause``."""
+        self._call(self._api.unpause, ref)
+
+    def rename(self, ref: str, name: str) -> None:
+        """``POST /containers/{ref}/rename``."""
+        self._call(self._api.rename, ref, name)
+
+    def update(self, ref: str, body: JSONDict) -> JSONDict:
+        """``POST /containers/{ref}/update`` with a resources body."""
+        return dict(self._json("POST", self._url("/containers/{0}/update", ref), json=body) or {})
+
+    def top(self, ref: str, ps_args: str | None = None) -> JSONDict:
+        """``GET /containers/{ref}/top``."""
+        return dict(self._call(self._api.top, ref, ps_args))
+
+    def wait(self, ref: str, condition: str = "not-running") -> WaitHandle:
+        """Send ``POST /containers/{ref}/wait`` and return once its headers arrived."""
+        url = self._url("/containers/{0}/wait", ref)
+        with mapped_errors(self.host):
+            resp = self._api.post(url, params={"condition": condition}, stream=True, timeout=None)
+            self._api._raise_for_status(resp)
+
+        def fetch() -> JSONDict:
+            with mapped_errors(self.host):
+                return dict(json.loads(resp.content))
+
+        return WaitHandle(fetch)
+
+    def attach(
+        self, ref: str, stdin: bool, stdout: bool = True, stderr: bool = True, logs: bool = False
+    ) -> HijackedStream:
+        """``POST /containers/{ref}/attach`` hijacked."""
+        params = {
+            "stream": 1,
+            "stdin": int(stdin),
+            "stdout": int(stdout),
+            "stderr": int(stderr),
+            "logs": int(logs),
+        }
+        return self._hijack(self._url("/containers/{0}/attach", ref), params)
+
+    def resize(self, ref: str, height: int, width: int) -> None:
+        """``POST /containers/{ref}/resize``."""
+        self._call(self._api.resize, ref, height, width)
+
+    def logs(self, ref: str, params: dict[str, Any]) -> Iterator[bytes]:
+        """``GET /containers/{ref}/logs``: raw bytes (frames unless the container has a TTY)."""
+        with mapped_errors(self.host):
+            resp = self._api.get(
+                self._url("/containers/{0}/logs", ref), params=params, stream=True, timeout=None
+            )
+            self._api._raise_for_status(resp)
+            yield from resp.iter_content(chunk_size=None)
+
+    def stats(self, ref: str, stream: bool = False) -> Iterator[JSONDict]:
+        """``GET /containers/{ref}/stats``: one sample, or a sample per second when streaming."""
+        params = {"stream": int(stream)}
+        return self._stream_json("GET", self._url("/containers/{0}/stats", ref), params=params, timeout=None)
+
+    # -- exec ----------------------------------------------------------------------------------
+    def exec_create(self, ref: str, body: JSONDict) -> str:
+        """``POST /containers/{ref}/exec``: the exec id."""
+        res = self._json("POST", self._url("/containers/{0}/exec", ref), json=body)
+        return str(res["Id"])
+
+    def exec_start(self, exec_id: str, tty: bool, detach: bool = False) -> HijackedStream | None:
+        """``POST /exec/{id}/start``: hijacked unless ``detach``."""
+        url = self._url("/exec/{0}/start", exec_id)
+        body = {"Detach": detach, "Tty": tty}
+        if detach:
+            self._json("POST", url, json=body)
+            return None
+        return self._hijack(url, {}, body)
+
+    def exec_inspect(self, exec_id: str) -> JSONDict:
+        """``GET /exec/{id}/json``."""
+        return dict(self._call(self._api.exec_inspect, exec_id))
+
+    def exec_resize(self, exec_id: str, height: int, width: int) -> None:
+        """``POST /exec/{id}/resize``."""
+        self._call(self._api.exec_resize, exec_id, height=height, width=width)
+
+    # -- images --------------------------------------------------------------------------------
+    def images(
+        self, all: bool = False, filters: dict[str, list[str]] | None = None, digests: bool = False
+    ) -> list[JSONDict]:
+        """``GET /images/json``."""
+        params: dict[str, Any] = {"all": int(all)}
+        if filters:
+            params["filters"] = json.dumps(filters)
+        if digests:
+            params["digests"] = 1
+        return list(self._json("GET", self._url("/images/json"), params=params))
+
+    def inspect_image(self, ref: str) -> JSONDict:
+        """``GET /images/{ref}/json``."""
+        return dict(self._call(self._api.inspect_image, ref))
+
+    def remove_image(self, ref: str, force: bool = False, noprune: bool = False) -> list[JSONDict]:
+        """``DELETE /images/{ref}``: ``[{"Untagged": ..}, {"Deleted": ..}]``."""
+        return list(self._call(self._api.remove_image, ref, force=force, noprune=noprune) or [])
+
+    def prune_images(self, filters: dict[str, list[str]] | None = None) -> JSONDict:
+        """``POST /images/prune``."""
+        return dict(self._call(self._api.prune_images, filters))
+
+    def history(self, ref: str) -> list[JSONDict]:
+        """``GET /images/{ref}/history``."""
+        return list(self._call(self._api.history, ref))
+
+    def tag(self, ref: str, repository: str, tag: str | None = None) -> None:
+        """``POST /images/{ref}/tag``."""
+        self._call(self._api.tag, ref, repository, tag)
+
+    def pull(
+        self, repository: str, tag: str | None = None, platform: str | None = None
+    ) -> Iterator[JSONDict]:
+        """``POST /images/create?fromImage=``: progress messages."""
+        params: dict[str, Any] = {"fromImage": repository, "tag": tag or "latest"}
+        if platform:
+            params["platform"] = platform
+        headers = {"X-Registry-Auth": "e30="}
+        return self._stream_json(
+            "POST", self._url("/images/create"), params=params, headers=headers, timeout=None
+        )
+
+    def import_image(
+        self,
+        source: IO[bytes],
+        repository: str | None,
+        tag: str | None,
+        message: str | None,
+        changes: list[str],
+    ) -> Iterator[JSONDict]:
+        """``POST /images/create?fromSrc=-`` with a tar body: progress messages."""
+        params: dict[str, Any] = {"fromSrc": "-"}
+        if repository:
+            params["repo"] = repository
+        if tag:
+            params["tag"] = tag
+        if message:
+            params["message"] = message
+        if changes:
+            params["changes"] = changes
+        headers = {"Content-Type": "application/tar"}
+        url = self._url("/images/create")
+        return self._stream_json("POST", url, params=params, data=source, headers=headers, timeout=None)
+
+    def bootstrap_image(self, name: str, tag: str | None = None) -> Iterator[JSONDict]:
+        """skiff-only ``POST /skiff/images/bootstrap``: build a base image locally; progress messages."""
+        params: dict[str, Any] = {"name": name}
+        if tag:
+            params["tag"] = tag
+        url = self._url("/skiff/images/bootstrap", versioned=False)
+        return self._stream_json("POST", url, params=params, timeout=None)
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self._api.close()
