@@ -226,3 +226,39 @@ def parent_pid(pid: int) -> int:
         return 0
     # The command name may contain spaces and parentheses; fields resume after the last ')'.
     return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def ratio(series: dict[str, Summary], num: str, den: str, stat: str = "p50") -> float | None:
+    """``series[num].stat / series[den].stat``, or None when either side was not measured."""
+    if num not in series or den not in series:
+        return None
+    bottom = float(getattr(series[den], stat))
+    return round(float(getattr(series[num], stat)) / bottom, 3) if bottom else None
+
+
+def figure(
+    what: str, value: float | None, target: str, limit: float | None, higher_is_better: bool = False
+) -> dict[str, Any]:
+    """One reported figure with its target from performance.md; ``met`` is None when unmeasured."""
+    met: bool | None = None
+    if value is not None and limit is not None:
+        met = value >= limit if higher_is_better else value <= limit
+    return {"what": what, "value": value, "target": target, "met": met}
+
+
+def print_series(title: str, series: dict[str, Summary]) -> None:
+    """A small table on stdout (rich when available)."""
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        print(title)
+        for name, s in series.items():
+            print(f"  {name:12} n={s.n} p50={s.p50} p95={s.p95} mean={s.mean}")
+        return
+    table = Table(title=title)
+    for col in ("peer", "n", "p50", "p95", "mean", "min", "max"):
+        table.add_column(col, justify="left" if col == "peer" else "right")
+    for name, s in series.items():
+        table.add_row(name, *(str(v) for v in (s.n, s.p50, s.p95, s.mean, s.min, s.max)))
+    Console().print(table)

@@ -1,0 +1,117 @@
+"""`run --rm --network none busybox true`: skiff vs docker vs podman vs bare runc, interleaved.
+
+Client: the docker CLI (``/usr/local/bin/docker``) with ``DOCKER_HOST`` drives both skiffd and
+dockerd, so the client cost is the same on both sides; ``skiff run`` through skiff's own CLI is
+an extra line. podman uses its own CLI; runc is ``runc run`` of a bundle of the same rootfs.
+Each round runs every peer once, in a rotated order, so drift on a noisy machine hits all alike.
+
+    .venv/bin/python -m bench.run_latency --runs 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+
+from bench.common import figure, print_series, ratio, summarize, timed_run, write_result
+from bench.peers import docker_peer, podman_peer, runc_bundle, skiff_peer, skiff_peer_cli
+
+RUN_ARGS = ("--rm", "--network", "none", "busybox", "true")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=30, help="measured runs per peer (default 30)")
+    parser.add_argument("--warmup", type=int, default=2, help="unmeasured runs per peer first")
+    parser.add_argument("--max-seconds", type=float, default=900, help="stop adding rounds after this")
+    parser.add_argument("--skip", action="append", default=[], help="peer to leave out (repeatable)")
+    args = parser.parse_args()
+
+    commands: dict[str, Callable[[int], float]] = {}
+    notes: list[str] = []
+    with ExitStack() as stack:
+        for name, setup in _setups(stack).items():
+            if name in args.skip:
+                continue
+            try:
+                commands.update(setup())
+            except Exception as exc:  # a missing peer is reported, the others still run
+                notes.append(f"{name}: not measured ({str(exc).splitlines()[0]})")
+                print(f"! {notes[-1]}")
+
+        for run in commands.values():
+            for i in range(args.warmup):
+                run(-1 - i)
+        samples: dict[str, list[float]] = {name: [] for name in commands}
+        order = list(commands)
+        deadline = time.monotonic() + args.max_seconds
+        for rnd in range(args.runs):
+            if time.monotonic() > deadline:
+                notes.append(f"stopped after {rnd} rounds: --max-seconds {args.max_seconds:.0f} reached")
+                break
+            shift = rnd % len(order) if order else 0
+            for name in order[shift:] + order[:shift]:
+                samples[name].append(commands[name](rnd))
+
+    series = {name: summarize(s) for name, s in samples.items() if s}
+    print_series("run --rm --network none busybox true (ms)", series)
+    figures = [
+        figure(
+            "run --rm true --network none, skiff/docker p50 (docker CLI)",
+            ratio(series, "skiff", "docker"),
+            "<= 0.3",
+            0.3,
+        ),
+        figure("same, skiff/docker p95", ratio(series, "skiff", "docker", "p95"), "", None),
+        figure("same, skiff/podman p50", ratio(series, "skiff", "podman"), "", None),
+        figure("same, skiff/bare runc p50", ratio(series, "skiff", "runc"), "", None),
+        figure("same, skiff CLI/docker p50", ratio(series, "skiff CLI", "docker"), "", None),
+    ]
+    write_result(
+        "run_latency",
+        {
+            "title": "run --rm --network none busybox true",
+            "params": {
+                "runs": args.runs,
+                "warmup": args.warmup,
+                "client": "docker CLI for skiffd and dockerd",
+            },
+            "series": series,
+            "figures": figures,
+            "notes": notes,
+        },
+    )
+
+
+def _setups(stack: ExitStack) -> dict[str, Callable[[], dict[str, Callable[[int], float]]]]:
+    """Per peer: enter its context and return its timed commands (name -> run(i) -> ms)."""
+
+    def skiff() -> dict[str, Callable[[int], float]]:
+        daemon = stack.enter_context(skiff_peer())
+        cli = skiff_peer_cli(daemon)
+        return {
+            "skiff": lambda i: timed_run(daemon.run_argv(*RUN_ARGS), env=daemon.env),
+            "skiff CLI": lambda i: timed_run(cli.run_argv(*RUN_ARGS), env=cli.env),
+        }
+
+    def docker() -> dict[str, Callable[[int], float]]:
+        peer = stack.enter_context(docker_peer())
+        return {"docker": lambda i: timed_run(peer.run_argv(*RUN_ARGS), env=peer.env)}
+
+    def podman() -> dict[str, Callable[[int], float]]:
+        peer = stack.enter_context(podman_peer())
+        return {"podman": lambda i: timed_run(peer.run_argv(*RUN_ARGS), env=peer.env)}
+
+    def runc() -> dict[str, Callable[[int], float]]:
+        argv = stack.enter_context(runc_bundle("runc"))
+        return {"runc": lambda i: timed_run(argv(i))}
+
+    return {"skiff": skiff, "docker": docker, "podman": podman, "runc": runc}
+
+
+if __name__ == "__main__":
+    main()
