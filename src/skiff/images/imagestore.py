@@ -1,0 +1,262 @@
+"""ImageStore: images as config blobs + committed overlay layers + metadata rows.
+
+Layout of one image: its OCI config JSON is a blob in the content store (the image ID is that
+blob's digest); each layer is a committed snapshot named by its OCI chain ID, so a layer
+exists once on disk however many images share it; the record and its tags are rows in
+MetadataDB written in one transaction.
+
+Layer tars are NOT kept in the content store after import: that would double the disk used by
+every image. ``diff_tar`` regenerates a layer tar from its committed snapshot when one is
+needed (save/push); it is deterministic but not byte-identical to an arbitrary original tar,
+so a caller that needs the original digest must keep the blob itself.
+
+Crash rule: blobs and snapshots are written before the metadata row that makes them part of an
+image; :meth:`ImageStore.recover` removes half-imported snapshots and layers no image uses.
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+import secrets
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import BinaryIO
+
+from skiff.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from skiff.images.changes import apply_changes
+from skiff.images.layers import apply_layer
+from skiff.images.oci import ConfigDocument, build_config, chain_id, chain_ids, parse_config
+from skiff.images.reference import normalize_tag, parse_reference
+from skiff.store.content import ContentStore
+from skiff.store.metadata import MetadataDB
+from skiff.store.snapshots import COMMITTED, OverlaySnapshotter
+from skiff.types.image import HistoryEntry, ImageConfig, ImageRecord
+
+EXTRACT_PREFIX = "extract-"
+_HEX_PREFIX_RE = re.compile(r"(?:sha256:)?([0-9a-f]{1,64})")
+_FULL_ID_RE = re.compile(r"(?:sha256:)?([0-9a-f]{64})")
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class ImageStore:
+    """The images a node has; the engine's ImageService sits on top of this."""
+
+    def __init__(self, content: ContentStore, snapshotter: OverlaySnapshotter, db: MetadataDB) -> None:
+        self.content = content
+        self.snapshotter = snapshotter
+        self.db = db
+
+    # -- layers --------------------------------------------------------------------------------
+
+    def import_layer(self, tar_stream: BinaryIO, parent_chain_id: str | None) -> tuple[str, str, int]:
+        """Extract a layer on top of ``parent_chain_id``; returns (diff_id, chain_id, size).
+
+        The layer is extracted into a fresh active snapshot and committed under its chain ID.
+        If that chain ID already exists the new copy is dropped and the existing one reused.
+        """
+        key = EXTRACT_PREFIX + secrets.token_hex(16)
+        self.snapshotter.prepare(key, parent_chain_id)
+        try:
+            result = apply_layer(tar_stream, self.snapshotter.upper_dir(key))
+            cid = chain_id(parent_chain_id, result.diff_id)
+            if self.snapshotter.exists(cid):
+                self.snapshotter.remove(key)
+            else:
+                try:
+                    self.snapshotter.commit(cid, key)
+                except AlreadyExists:  # a concurrent import of the same layer won the race
+                    self.snapshotter.remove(key)
+            if self.db.layer_size(cid) is None:
+                self.db.put_layer(cid, result.diff_id, result.size)
+        except BaseException:
+            if self.snapshotter.exists(key):
+                self.snapshotter.remove(key)
+            raise
+        return result.diff_id, cid, result.size
+
+    def has_layer(self, chain: str) -> bool:
+        """True if a committed layer with this chain ID exists."""
+        return self.snapshotter.exists(chain) and self.snapshotter.stat(chain).kind == COMMITTED
+
+    # -- images --------------------------------------------------------------------------------
+
+    def create_image(
+        self,
+        config: ImageConfig,
+        diff_ids: Sequence[str],
+        *,
+        history: Sequence[HistoryEntry] = (),
+        author: str = "",
+        comment: str = "",
+        parent: str = "",
+        created: str | None = None,
+        repo_tags: Sequence[str] = (),
+        architecture: str = "amd64",
+        os: str = "linux",
+    ) -> ImageRecord:
+        """Write the OCI config blob and record the image (and ``repo_tags``) in one transaction."""
+        doc = ConfigDocument(
+            config=config,
+            diff_ids=tuple(diff_ids),
+            history=tuple(history),
+            created=created or _now(),
+            author=author,
+            comment=comment,
+            architecture=architecture,
+            os=os,
+            parent=parent,
+        )
+        return self.register_config(build_config(doc), repo_tags=repo_tags)
+
+    def register_config(self, blob: bytes, *, repo_tags: Sequence[str] = ()) -> ImageRecord:
+        """Record an image from a config blob whose layers are all present (e.g. after a pull/load)."""
+        doc = parse_config(blob)
+        chains = chain_ids(doc.diff_ids)
+        for c in chains:
+            if not self.has_layer(c):
+                raise NotFound(f"layer {c} of the image is not in the store; import its layers first")
+        info = self.content.put(blob)
+        tags = tuple(normalize_tag(t) for t in repo_tags)
+        rec = ImageRecord(
+            id=info.digest,
+            config=doc.config,
+            diff_ids=doc.diff_ids,
+            chain_ids=tuple(chains),
+            created=doc.created,
+            author=doc.author,
+            comment=doc.comment,
+            architecture=doc.architecture,
+            os=doc.os,
+            history=doc.history,
+            size=sum(self.db.layer_size(c) or 0 for c in chains),
+            parent=doc.parent,
+            repo_tags=tags,
+        )
+        self.db.put_image_tagged(rec, tags)
+        return self.db.get_image(rec.id)
+
+    def import_image(
+        self,
+        tar_stream: BinaryIO,
+        *,
+        changes: Sequence[str] = (),
+        message: str = "",
+        repo_tag: str | None = None,
+        created: str | None = None,
+    ) -> ImageRecord:
+        """``skiff import``: one layer from a rootfs tarball, config from ``changes``."""
+        config = apply_changes(ImageConfig(), changes)  # validate before the slow part
+        tags = (normalize_tag(repo_tag),) if repo_tag else ()
+        diff_id, _, _ = self.import_layer(tar_stream, None)
+        when = created or _now()
+        history = (HistoryEntry(created=when, created_by="", comment=message or "Imported from -"),)
+        return self.create_image(
+            config, [diff_id], history=history, comment=message, created=when, repo_tags=tags
+        )
+
+    def get(self, name_or_id: str) -> ImageRecord:
+        """Resolve a tag, ``name`` (:latest), ``name@digest``, full ID or unique ID prefix."""
+        if not name_or_id:
+            raise NotFound("No such image: ")
+        full = _FULL_ID_RE.fullmatch(name_or_id)
+        if full:
+            return self.db.get_image("sha256:" + full.group(1))
+        ref = None
+        try:
+            ref = parse_reference(name_or_id)
+        except InvalidArgument:
+            pass
+        if ref is not None:
+            if ref.digest is None:
+                iid = self.db.resolve_tag(ref.familiar())
+                if iid is not None:
+                    return self.db.get_image(iid)
+            else:
+                want = f"{ref.name()}@{ref.digest}"
+                for rec in self.db.list_images():
+                    if want in rec.repo_digests:
+                        return rec
+        prefix = _HEX_PREFIX_RE.fullmatch(name_or_id)
+        if prefix:
+            matches = [i for i in self.db.image_ids() if i[len("sha256:") :].startswith(prefix.group(1))]
+            if len(matches) == 1:
+                return self.db.get_image(matches[0])
+            if len(matches) > 1:
+                raise InvalidArgument(f"{name_or_id}: ambiguous image ID prefix; give more characters")
+        raise NotFound(f"No such image: {name_or_id}")
+
+    def list(self) -> list[ImageRecord]:
+        """Every image with repo_tags filled in."""
+        return self.db.list_images()
+
+    def tag(self, name_or_id: str, ref: str) -> None:
+        """Point ``ref`` (normalised, default :latest) at the image ``name_or_id``."""
+        target = normalize_tag(ref)
+        self.db.set_tag(target, self.get(name_or_id).id)
+
+    def untag(self, ref: str) -> None:
+        """Remove tag ``ref`` (NotFound "No such image: ref" if it is not a tag)."""
+        try:
+            target = normalize_tag(ref)
+        except InvalidArgument:
+            raise NotFound(f"No such image: {ref}") from None
+        try:
+            self.db.remove_tag(target)
+        except NotFound:
+            raise NotFound(f"No such image: {ref}") from None
+
+    def delete(self, image_id: str) -> builtins.list[str]:
+        """Remove the image record and the layers no other image uses; returns deleted chain IDs.
+
+        The engine checks for containers using the image first; a layer still under a container's
+        snapshot is kept (and collected by :meth:`recover` once free).
+        """
+        rec = self.db.get_image(image_id)
+        self.db.delete_image(rec.id)
+        try:
+            self.content.delete(rec.id)
+        except NotFound:
+            pass
+        return self._collect_layers(rec.chain_ids)
+
+    def _collect_layers(self, candidates: Sequence[str]) -> builtins.list[str]:
+        used = {c for r in self.db.list_images() for c in r.chain_ids}
+        deleted: builtins.list[str] = []
+        for c in reversed(candidates):  # top first: a layer's children block its removal
+            if c in used or not self.snapshotter.exists(c):
+                continue
+            try:
+                self.snapshotter.remove(c)
+            except Conflict:
+                continue  # a container (or another layer) still builds on it
+            self.db.delete_layer(c)
+            deleted.append(c)
+        return deleted
+
+    def top_layer(self, image: ImageRecord) -> str | None:
+        """The chain ID a container's snapshot should use as parent (None for an image without layers)."""
+        return image.chain_ids[-1] if image.chain_ids else None
+
+    def config_blob(self, image_id: str) -> bytes:
+        """The image's OCI config JSON bytes."""
+        return self.content.read(self.db.get_image(image_id).id)
+
+    def recover(self) -> None:
+        """Startup: drop leftover ingests, half-made snapshots and layers no image uses."""
+        self.content.recover()
+        self.snapshotter.recover()
+        for info in list(self.snapshotter.walk()):
+            if info.kind != COMMITTED and info.key.startswith(EXTRACT_PREFIX):
+                try:
+                    self.snapshotter.remove(info.key)
+                except Conflict:
+                    pass
+        # Repeat until nothing more can go: removing a top layer frees the one below it.
+        while True:
+            committed = [i.key for i in self.snapshotter.walk() if i.kind == COMMITTED]
+            if not self._collect_layers(committed):
+                break
