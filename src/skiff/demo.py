@@ -1,0 +1,150 @@
+"""A narrated end-to-end demo of skiff, driving only the ``skiff`` CLI (``make demo``).
+
+It starts skiffd if nothing answers on the default socket (and leaves it running afterwards,
+like docker's daemon), makes sure the busybox image exists, runs a web server container with
+resource limits, shows it answering from inside its own network namespace, inspects it, stops
+and removes it, and checks that nothing is left. On any failure it removes what it made and
+exits non-zero with the failing command's output.
+"""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+SOCKET = Path("/run/skiff/skiff.sock")
+NAME = "skiff-demo-web"
+BIN = Path(sys.executable).parent
+console = Console(highlight=False)
+
+
+class DemoFailure(Exception):
+    """A demo step failed; the message carries the command and its output."""
+
+
+def skiff(*args: str, show: bool = True, check: bool = True) -> str:
+    """Run ``skiff <args>``, echoing the command and its output; raise DemoFailure if it fails."""
+    argv = [str(BIN / "skiff"), *args]
+    if show:
+        console.print(f"[bold cyan]$ skiff {shlex.join(args)}[/]")
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    output = (proc.stdout + proc.stderr).rstrip()
+    if show and output:
+        console.print(output, markup=False)
+    if check and proc.returncode != 0:
+        raise DemoFailure(f"`skiff {shlex.join(args)}` exited with {proc.returncode}:\n{output}")
+    return proc.stdout
+
+
+def daemon_answers() -> bool:
+    """True if something answers ``GET /_ping`` with 200 on the default socket."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2)
+            sock.connect(str(SOCKET))
+            sock.sendall(b"GET /_ping HTTP/1.1\r\nHost: skiff\r\nConnection: close\r\n\r\n")
+            return sock.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+def ensure_daemon() -> None:
+    """Start skiffd in the background unless one already answers; give up after 15 s."""
+    if daemon_answers():
+        console.print(f"skiffd is already answering on {SOCKET}")
+        return
+    log_dir = Path("/var/log/skiff")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / "skiffd.log"
+    console.print(f"[bold cyan]$ skiffd &[/]   (log: {log_path})")
+    with log_path.open("ab") as log:
+        # A session of its own: the daemon must outlive this demo, as dockerd outlives `docker run`.
+        proc = subprocess.Popen(
+            [str(BIN / "skiffd")], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if daemon_answers():
+            console.print(f"skiffd started (pid {proc.pid}); it stays running after the demo")
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    tail = log_path.read_text(errors="replace")[-1500:]
+    raise DemoFailure(f"skiffd did not answer on {SOCKET} within 15 s; end of {log_path}:\n{tail}")
+
+
+def heading(text: str) -> None:
+    console.rule(f"[bold]{text}")
+
+
+def serve_and_fetch() -> None:
+    """Fetch the page from inside the container; httpd may need a moment to listen."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            page = skiff("exec", NAME, "wget", "-qO-", "http://127.0.0.1:8080/")
+        except DemoFailure:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+            continue
+        if "hello from skiff" not in page:
+            raise DemoFailure(f"the web server answered something unexpected: {page!r}")
+        return
+
+
+def run_demo() -> None:
+    heading("1. the daemon")
+    ensure_daemon()
+    heading("2. the image")
+    if not skiff("image", "inspect", "busybox", show=False, check=False).strip():
+        skiff("image", "bootstrap", "busybox")
+    skiff("images")
+    heading("3. a web server with limits: 64 MiB, half a CPU, 64 processes, no network")
+    web = 'mkdir -p /www && echo "hello from skiff" > /www/index.html && httpd -f -p 8080 -h /www'
+    limits = ("-m", "64m", "--cpus", "0.5", "--pids-limit", "64", "--network", "none")
+    skiff("run", "-d", "--name", NAME, *limits, "busybox", "sh", "-c", web)
+    heading("4. it answers, from inside its own network namespace (loopback only)")
+    serve_and_fetch()
+    heading("5. look at it")
+    skiff("ps")
+    skiff("logs", NAME)
+    skiff("stats", "--no-stream", NAME)
+    skiff("top", NAME)
+    status = skiff("inspect", "-f", "{{.State.Status}} {{.HostConfig.Memory}}", NAME).split()
+    if status != ["running", str(64 * 1024 * 1024)]:
+        raise DemoFailure(f"expected 'running 67108864' from inspect, got {' '.join(status)!r}")
+    heading("6. stop and remove it")
+    skiff("stop", NAME)
+    skiff("rm", NAME)
+    heading("7. nothing is left")
+    names = skiff("ps", "-a", "--format", "{{.Names}}").split()
+    if any(n.startswith("skiff-demo") for n in names):
+        raise DemoFailure(f"demo containers left behind: {names}")
+    console.print("no skiff-demo containers left")
+
+
+def main() -> None:
+    """Entry point of ``python -m skiff.demo``."""
+    try:
+        run_demo()
+    except (DemoFailure, OSError, subprocess.TimeoutExpired) as exc:
+        console.print("[bold red]demo failed:[/]")
+        console.print(str(exc), markup=False)
+        try:
+            skiff("rm", "-f", NAME, show=False, check=False)  # clean up what the demo made
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        sys.exit(1)
+    console.print("[bold green]demo complete.[/] skiffd keeps running, like docker's daemon.")
+
+
+if __name__ == "__main__":
+    main()
