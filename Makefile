@@ -50,3 +50,14 @@ demo: deps venv
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# Benchmarks (never part of `make test`): each bench installs its peers (docker.io, podman) when
+# missing, starts them in private dirs under /tmp/skiff-bench-*, and removes everything afterwards.
+# Results: bench/results/*.json, merged into docs/benchmarks.md by bench.report.
+.PHONY: bench
+bench: deps venv
+	$(PY) -m bench.run_latency --runs 30
+	$(PY) -m bench.churn --seconds 20 --rounds 2 --clients 8
+	$(PY) -m bench.memory --count 100
+	$(PY) -m bench.ps_latency --containers 1000 --runs 30
+	$(PY) -m bench.report
