@@ -1,0 +1,1 @@
+"""docker-style output: human sizes and durations, aligned tables, --format handling."""

@@ -1,0 +1,1 @@
+"""Parsing docker's flag values (sizes, durations, ports, mounts...) and building the create body."""
