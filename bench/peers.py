@@ -308,6 +308,13 @@ def skiff_peer(runtime: str = "runc") -> Iterator[Peer]:
         f"--runtime={runtime}",
         "--log-level=warning",
     ]
+    # Runtime state (conmon/runc) must not share the real daemon's /run/skiff: pass a private
+    # run dir under whichever name this skiffd knows it by.
+    helptext = subprocess.run([argv[0], "--help"], capture_output=True, text=True, check=False).stdout
+    for flag in ("--exec-root", "--run-dir", "--run-root"):
+        if flag in helptext:
+            argv.append(f"{flag}={SKIFF_DIR}/run")
+            break
     log = (SKIFF_DIR / "skiffd.log").open("wb")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     peer = Peer("skiff", [docker_cli()], _client_env(sock, SKIFF_DIR / "client"), socket=str(sock))
