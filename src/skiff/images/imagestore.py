@@ -38,7 +38,7 @@ _HEX_PREFIX_RE = re.compile(r"(?:sha256:)?([0-9a-f]{1,64})")
 _FULL_ID_RE = re.compile(r"(?:sha256:)?([0-9a-f]{64})")
 
 
-def _now() -> str:
+def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -103,7 +103,7 @@ class ImageStore:
             config=config,
             diff_ids=tuple(diff_ids),
             history=tuple(history),
-            created=created or _now(),
+            created=created or utc_now(),
             author=author,
             comment=comment,
             architecture=architecture,
@@ -152,7 +152,7 @@ class ImageStore:
         config = apply_changes(ImageConfig(), changes)  # validate before the slow part
         tags = (normalize_tag(repo_tag),) if repo_tag else ()
         diff_id, _, _ = self.import_layer(tar_stream, None)
-        when = created or _now()
+        when = created or utc_now()
         history = (HistoryEntry(created=when, created_by="", comment=message or "Imported from -"),)
         return self.create_image(
             config, [diff_id], history=history, comment=message, created=when, repo_tags=tags
