@@ -103,7 +103,9 @@ class HostConfig:
     binds: tuple[str, ...] = ()
     mounts: tuple[Mount, ...] = ()
     tmpfs: dict[str, str] = field(default_factory=dict)
-    port_bindings: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)  # "80/tcp" -> ((ip, port),)
+    port_bindings: dict[str, tuple[tuple[str, str], ...]] = field(
+        default_factory=dict
+    )  # "80/tcp" -> ((ip, port),)
     dns: tuple[str, ...] = ()
     dns_search: tuple[str, ...] = ()
     dns_options: tuple[str, ...] = ()

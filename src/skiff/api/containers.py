@@ -1,0 +1,345 @@
+"""Container routes: /containers/*."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+
+from aiohttp import web
+
+from skiff.api.app import Routes, engine_of, qbool, qfilters, qint, read_json
+from skiff.api.convert import spec_from_create, update_host_config
+from skiff.api.filters import check_container_filters, container_matches
+from skiff.api.render import container_inspect, container_summary, parse_time
+from skiff.api.stats import stats_json
+from skiff.api.streams import STDERR, STDOUT, frame, hijack
+from skiff.errors import InvalidArgument, SkiffError
+from skiff.runtime.cgroups import list_pids, top
+from skiff.runtime.logs import follow_log, iter_log
+
+
+async def list_containers(request: web.Request) -> web.Response:
+    engine = engine_of(request)
+    filters = qfilters(request)
+    check_container_filters(filters)
+    show_all = qbool(request, "all")
+    limit = qint(request, "limit", -1) or -1
+    containers = engine.containers.list()
+    if ancestors := filters.get("ancestor"):
+        wanted = set()
+        for ref in ancestors:
+            with contextlib.suppress(SkiffError):
+                wanted.add(engine.images.get(ref).id)
+        containers = [c for c in containers if c.image_id in wanted or c.spec.image in ancestors]
+    for key in ("before", "since"):
+        if refs := filters.get(key):
+            pivot = engine.containers.get(refs[0])
+            if key == "before":
+                containers = [c for c in containers if c.created < pivot.created]
+            else:
+                containers = [c for c in containers if c.created > pivot.created]
+    if not show_all and limit <= 0 and "status" not in filters:
+        containers = [c for c in containers if c.state.status in ("running", "paused", "restarting")]
+    containers = [c for c in containers if container_matches(c, filters)]
+    if limit > 0:
+        containers = containers[:limit]
+    now = time.time()
+    with_size = qbool(request, "size")
+    return web.json_response(
+        [container_summary(c, now, _size(request, c.id) if with_size else None) for c in containers]
+    )
+
+
+def _size(request: web.Request, cid: str) -> tuple[int, int]:
+    engine = engine_of(request)
+    c = engine.containers.get(cid)
+    rw = engine.snapshotter.usage(cid)
+    try:
+        base = engine.images.get(c.image_id).size
+    except SkiffError:
+        base = 0
+    return rw, rw + base
+
+
+async def create(request: web.Request) -> web.Response:
+    engine = engine_of(request)
+    body = await read_json(request, default={})
+    spec = spec_from_create(body)
+    container = await engine.containers.create(spec, request.query.get("name") or None)
+    return web.json_response({"Id": container.id, "Warnings": []}, status=201)
+
+
+async def inspect(request: web.Request) -> web.Response:
+    engine = engine_of(request)
+    c = engine.containers.get(request.match_info["id"])
+    size = _size(request, c.id) if qbool(request, "size") else None
+    return web.json_response(container_inspect(c, str(engine.config.root), size))
+
+
+async def start(request: web.Request) -> web.Response:
+    await engine_of(request).containers.start(request.match_info["id"])
+    return web.Response(status=204)
+
+
+async def stop(request: web.Request) -> web.Response:
+    await engine_of(request).containers.stop(
+        request.match_info["id"], qint(request, "t"), request.query.get("signal") or None
+    )
+    return web.Response(status=204)
+
+
+async def restart(request: web.Request) -> web.Response:
+    await engine_of(request).containers.restart(request.match_info["id"], qint(request, "t"))
+    return web.Response(status=204)
+
+
+async def kill(request: web.Request) -> web.Response:
+    await engine_of(request).containers.kill(
+        request.match_info["id"], request.query.get("signal") or "SIGKILL"
+    )
+    return web.Response(status=204)
+
+
+async def pause(request: web.Request) -> web.Response:
+    await engine_of(request).containers.pause(request.match_info["id"])
+    return web.Response(status=204)
+
+
+async def unpause(request: web.Request) -> web.Response:
+    await engine_of(request).containers.unpause(request.match_info["id"])
+    return web.Response(status=204)
+
+
+async def remove(request: web.Request) -> web.Response:
+    await engine_of(request).containers.remove(
+        request.match_info["id"], force=qbool(request, "force"), volumes=qbool(request, "v")
+    )
+    return web.Response(status=204)
+
+
+async def rename(request: web.Request) -> web.Response:
+    name = request.query.get("name", "")
+    if not name:
+        raise InvalidArgument("Neither old nor new names may be empty")
+    await engine_of(request).containers.rename(request.match_info["id"], name)
+    return web.Response(status=204)
+
+
+async def update(request: web.Request) -> web.Response:
+    engine = engine_of(request)
+    c = engine.containers.get(request.match_info["id"])
+    body = await read_json(request, default={})
+    warnings = await engine.containers.update(c.id, update_host_config(c.spec.host, body))
+    return web.json_response({"Warnings": warnings})
+
+
+async def wait(request: web.Request) -> web.StreamResponse:
+    engine = engine_of(request)
+    fut = engine.containers.wait_future(
+        request.match_info["id"], request.query.get("condition", "not-running")
+    )
+    # Headers go out at once: the docker CLI waits for them before it calls start.
+    response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    code = await fut
+    await response.write(json.dumps({"StatusCode": code, "Error": None}).encode() + b"\n")
+    await response.write_eof()
+    return response
+
+
+def _log_since(value: str | None) -> int | None:
+    if not value or value == "0":
+        return None
+    try:
+        return int(float(value) * 1e9)
+    except ValueError:
+        return int(parse_time(value) * 1e9)
+
+
+async def logs(request: web.Request) -> web.StreamResponse:
+    engine = engine_of(request)
+    c = engine.containers.get(request.match_info["id"])
+    want_out, want_err = qbool(request, "stdout"), qbool(request, "stderr")
+    if not (want_out or want_err):
+        raise InvalidArgument("Bad parameters: you must choose at least one stream")
+    tail_raw = request.query.get("tail", "all")
+    tail = None if tail_raw in ("all", "") else int(tail_raw) if tail_raw.lstrip("-").isdigit() else None
+    since, until = _log_since(request.query.get("since")), _log_since(request.query.get("until"))
+    stamps = qbool(request, "timestamps")
+    follow = qbool(request, "follow")
+    response = web.StreamResponse(status=200, headers={"Content-Type": "application/vnd.docker.raw-stream"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    path = engine.containers.log_path(c.id)
+
+    async def emit(stream: str, data: bytes, time_nano: int) -> None:
+        if (stream == "stdout" and not want_out) or (stream == "stderr" and not want_err):
+            return
+        if stamps:
+            secs, nanos = divmod(time_nano, 1_000_000_000)
+            data = (
+                time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)).encode()
+                + f".{nanos:09d}Z ".encode()
+                + data
+            )
+        await response.write(data if c.spec.tty else frame(STDERR if stream == "stderr" else STDOUT, data))
+
+    if follow and c.running:
+        stop = asyncio.Event()
+        exit_fut = engine.containers.wait_future(c.id, "not-running")
+        exit_fut.add_done_callback(lambda _f: stop.set())
+        async for line in follow_log(path, since_nano=since, until_nano=until, tail=tail, stop=stop):
+            await emit(line.stream, line.data, line.time_nano)
+    elif path.exists():
+        for line in await asyncio.to_thread(
+            lambda: list(iter_log(path, since_nano=since, until_nano=until, tail=tail))
+        ):
+            await emit(line.stream, line.data, line.time_nano)
+    await response.write_eof()
+    return response
+
+
+async def top_route(request: web.Request) -> web.Response:
+    engine = engine_of(request)
+    c = engine.containers.get(request.match_info["id"])
+    if c.state.status not in ("running", "paused"):
+        raise _not_running(c.id)
+    pids = list_pids(c.cgroups_path)
+    titles, rows = await top(pids, request.query.get("ps_args") or "-ef")
+    return web.json_response({"Titles": titles, "Processes": rows})
+
+
+def _not_running(cid: str) -> SkiffError:
+    from skiff.errors import Conflict
+
+    return Conflict(f"Container {cid} is not running")
+
+
+async def stats(request: web.Request) -> web.StreamResponse:
+    engine = engine_of(request)
+    c = engine.containers.get(request.match_info["id"])
+    stream = qbool(request, "stream", True) and not qbool(request, "one-shot")
+    response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    previous = None
+    if not stream:
+        # Docker's non-streaming stats carry a real precpu sample taken ~1 s apart only
+        # when one-shot is false; a short sample keeps `stats --no-stream` meaningful.
+        previous = stats_json(c, engine.containers.get(c.id).running)
+        await asyncio.sleep(0.1 if qbool(request, "one-shot") else 1.0)
+    while True:
+        c = engine.containers.get(c.id)
+        current = stats_json(c, c.running, previous)
+        await response.write(json.dumps(current).encode() + b"\n")
+        if not stream or not c.running:
+            break
+        previous = current
+        await asyncio.sleep(1.0)
+    await response.write_eof()
+    return response
+
+
+async def resize(request: web.Request) -> web.Response:
+    height, width = qint(request, "h", 0) or 0, qint(request, "w", 0) or 0
+    await engine_of(request).containers.resize(request.match_info["id"], height, width)
+    return web.Response(status=200)
+
+
+async def attach(request: web.Request) -> web.StreamResponse:
+    engine = engine_of(request)
+    c = engine.containers.get(request.match_info["id"])
+    want_stdin = qbool(request, "stdin")
+    want_out, want_err = qbool(request, "stdout"), qbool(request, "stderr")
+    tty = c.spec.tty
+    response, raw = await hijack(request, multiplexed=not tty)
+
+    async def send(stream: int, data: bytes) -> bool:
+        if (stream == STDOUT and not want_out) or (stream == STDERR and not want_err):
+            return True
+        return await raw.write(data if tty else frame(stream, data))
+
+    try:
+        if qbool(request, "logs"):
+            path = engine.containers.log_path(c.id)
+            if path.exists():
+                for line in await asyncio.to_thread(lambda: list(iter_log(path))):
+                    await send(STDERR if line.stream == "stderr" else STDOUT, line.data)
+        if qbool(request, "stream"):
+            attached = await engine.containers.attach(c.id)
+            await pump(raw, attached, send, want_stdin, close_stdin=c.spec.stdin_once)
+    except SkiffError as exc:
+        await raw.write(exc.message.encode() if tty else frame(3, exc.message.encode()))
+    finally:
+        raw.close()
+    return response
+
+
+async def pump(raw, attached, send, want_stdin: bool, close_stdin: bool = True) -> None:  # type: ignore[no-untyped-def]
+    """Copy output to the client and the client's input to the process until output ends."""
+
+    async def client_to_process() -> None:
+        while True:
+            data = await raw.read()
+            if data is None:
+                if close_stdin:
+                    with contextlib.suppress(SkiffError, OSError):
+                        await attached.close_stdin()
+                return
+            if want_stdin:
+                with contextlib.suppress(SkiffError, OSError):
+                    await attached.write(data)
+
+    reader = asyncio.create_task(client_to_process())
+    try:
+        while True:
+            item = await attached.read()
+            if item is None:
+                break
+            stream, data = item
+            if not await send(stream, data):
+                break
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reader
+        with contextlib.suppress(SkiffError, OSError):
+            await attached.close()
+
+
+async def prune(request: web.Request) -> web.Response:
+    engine = engine_of(request)
+    deleted, reclaimed = [], 0
+    for c in engine.containers.list():
+        if c.state.status in ("exited", "created", "dead"):
+            rw = engine.snapshotter.usage(c.id)
+            with contextlib.suppress(SkiffError):
+                await engine.containers.remove(c.id)
+                deleted.append(c.id)
+                reclaimed += rw
+    return web.json_response({"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed})
+
+
+def register(routes: Routes) -> None:
+    routes.add("GET", "/containers/json", list_containers)
+    routes.add("POST", "/containers/create", create)
+    routes.add("POST", "/containers/prune", prune)
+    routes.add("GET", "/containers/{id}/json", inspect)
+    routes.add("GET", "/containers/{id}/top", top_route)
+    routes.add("GET", "/containers/{id}/logs", logs)
+    routes.add("GET", "/containers/{id}/stats", stats)
+    routes.add("POST", "/containers/{id}/resize", resize)
+    routes.add("POST", "/containers/{id}/start", start)
+    routes.add("POST", "/containers/{id}/stop", stop)
+    routes.add("POST", "/containers/{id}/restart", restart)
+    routes.add("POST", "/containers/{id}/kill", kill)
+    routes.add("POST", "/containers/{id}/pause", pause)
+    routes.add("POST", "/containers/{id}/unpause", unpause)
+    routes.add("POST", "/containers/{id}/update", update)
+    routes.add("POST", "/containers/{id}/rename", rename)
+    routes.add("POST", "/containers/{id}/wait", wait)
+    routes.add("POST", "/containers/{id}/attach", attach)
+    routes.add("DELETE", "/containers/{id}", remove)

@@ -1,0 +1,252 @@
+"""Docker JSON (create bodies) -> skiff types. Inspect/list JSON lives in ``render.py``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from skiff.errors import InvalidArgument
+from skiff.types import (
+    ContainerSpec,
+    DeviceMapping,
+    HealthConfig,
+    HostConfig,
+    Mount,
+    RestartPolicy,
+    ThrottleDevice,
+    Ulimit,
+)
+
+JSON = dict[str, Any]
+
+
+def _strs(value: Any, field: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise InvalidArgument(f"invalid value for {field}: expected a list of strings")
+
+
+def _int(value: Any, field: str) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidArgument(f"invalid value for {field}: expected a number")
+    if abs(value) > 2**63 - 1:
+        raise InvalidArgument(f"invalid value for {field}: out of range")
+    return int(value)
+
+
+def _bool(value: Any) -> bool:
+    return bool(value)
+
+
+def _str(value: Any, field: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidArgument(f"invalid value for {field}: expected a string")
+    return value
+
+
+def _map(value: Any, field: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise InvalidArgument(f"invalid value for {field}: expected an object")
+    return {k: "" if v is None else str(v) for k, v in value.items()}
+
+
+def _obj(value: Any, field: str) -> JSON:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"invalid value for {field}: expected an object")
+    return value
+
+
+def _list(value: Any, field: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidArgument(f"invalid value for {field}: expected a list")
+    return value
+
+
+def health_from_json(value: Any) -> HealthConfig | None:
+    if value is None:
+        return None
+    hc = _obj(value, "Healthcheck")
+    return HealthConfig(
+        test=_strs(hc.get("Test"), "Healthcheck.Test"),
+        interval=_int(hc.get("Interval"), "Healthcheck.Interval"),
+        timeout=_int(hc.get("Timeout"), "Healthcheck.Timeout"),
+        retries=_int(hc.get("Retries"), "Healthcheck.Retries"),
+        start_period=_int(hc.get("StartPeriod"), "Healthcheck.StartPeriod"),
+        start_interval=_int(hc.get("StartInterval"), "Healthcheck.StartInterval"),
+    )
+
+
+def _throttle(value: Any, field: str) -> tuple[ThrottleDevice, ...]:
+    out = []
+    for item in _list(value, field):
+        entry = _obj(item, field)
+        out.append(ThrottleDevice(_str(entry.get("Path"), field), _int(entry.get("Rate"), field)))
+    return tuple(out)
+
+
+def _port_bindings(value: Any) -> dict[str, tuple[tuple[str, str], ...]]:
+    out: dict[str, tuple[tuple[str, str], ...]] = {}
+    for port, bindings in _obj(value, "PortBindings").items():
+        pairs = []
+        for b in _list(bindings, "PortBindings"):
+            entry = _obj(b, "PortBindings")
+            pairs.append((_str(entry.get("HostIp"), "HostIp"), _str(entry.get("HostPort"), "HostPort")))
+        out[port if "/" in port else f"{port}/tcp"] = tuple(pairs)
+    return out
+
+
+def host_config_from_json(body: JSON) -> HostConfig:
+    h = body
+    policy = _obj(h.get("RestartPolicy"), "RestartPolicy")
+    mounts = []
+    for m in _list(h.get("Mounts"), "Mounts"):
+        entry = _obj(m, "Mounts")
+        mounts.append(
+            Mount(
+                type=_str(entry.get("Type"), "Mounts.Type") or "volume",
+                source=_str(entry.get("Source"), "Mounts.Source"),
+                target=_str(entry.get("Target"), "Mounts.Target"),
+                read_only=_bool(entry.get("ReadOnly")),
+            )
+        )
+    ulimits = tuple(
+        Ulimit(
+            _str(u.get("Name"), "Ulimits.Name"),
+            _int(u.get("Soft"), "Ulimits.Soft"),
+            _int(u.get("Hard"), "Ulimits.Hard"),
+        )
+        for u in (_obj(x, "Ulimits") for x in _list(h.get("Ulimits"), "Ulimits"))
+    )
+    devices = tuple(
+        DeviceMapping(
+            _str(d.get("PathOnHost"), "Devices.PathOnHost"),
+            _str(d.get("PathInContainer"), "Devices.PathInContainer") or _str(d.get("PathOnHost"), "Devices"),
+            _str(d.get("CgroupPermissions"), "Devices.CgroupPermissions") or "rwm",
+        )
+        for d in (_obj(x, "Devices") for x in _list(h.get("Devices"), "Devices"))
+    )
+    masked = h.get("MaskedPaths")
+    readonly = h.get("ReadonlyPaths")
+    return HostConfig(
+        memory=_int(h.get("Memory"), "Memory"),
+        memory_swap=_int(h.get("MemorySwap"), "MemorySwap"),
+        memory_reservation=_int(h.get("MemoryReservation"), "MemoryReservation"),
+        nano_cpus=_int(h.get("NanoCpus"), "NanoCpus"),
+        cpu_shares=_int(h.get("CpuShares"), "CpuShares"),
+        cpu_period=_int(h.get("CpuPeriod"), "CpuPeriod"),
+        cpu_quota=_int(h.get("CpuQuota"), "CpuQuota"),
+        cpuset_cpus=_str(h.get("CpusetCpus"), "CpusetCpus"),
+        cpuset_mems=_str(h.get("CpusetMems"), "CpusetMems"),
+        pids_limit=_int(h.get("PidsLimit"), "PidsLimit"),
+        blkio_weight=_int(h.get("BlkioWeight"), "BlkioWeight"),
+        blkio_device_read_bps=_throttle(h.get("BlkioDeviceReadBps"), "BlkioDeviceReadBps"),
+        blkio_device_write_bps=_throttle(h.get("BlkioDeviceWriteBps"), "BlkioDeviceWriteBps"),
+        blkio_device_read_iops=_throttle(h.get("BlkioDeviceReadIOps"), "BlkioDeviceReadIOps"),
+        blkio_device_write_iops=_throttle(h.get("BlkioDeviceWriteIOps"), "BlkioDeviceWriteIOps"),
+        devices=devices,
+        cap_add=_strs(h.get("CapAdd"), "CapAdd"),
+        cap_drop=_strs(h.get("CapDrop"), "CapDrop"),
+        privileged=_bool(h.get("Privileged")),
+        readonly_rootfs=_bool(h.get("ReadonlyRootfs")),
+        security_opt=_strs(h.get("SecurityOpt"), "SecurityOpt"),
+        ulimits=ulimits,
+        init=_bool(h.get("Init")),
+        network_mode=_str(h.get("NetworkMode"), "NetworkMode") or "default",
+        restart_policy=RestartPolicy(
+            name=_str(policy.get("Name"), "RestartPolicy.Name") or "no",
+            maximum_retry_count=_int(policy.get("MaximumRetryCount"), "RestartPolicy.MaximumRetryCount"),
+        ),
+        auto_remove=_bool(h.get("AutoRemove")),
+        binds=_strs(h.get("Binds"), "Binds"),
+        mounts=tuple(mounts),
+        tmpfs=_map(h.get("Tmpfs"), "Tmpfs"),
+        port_bindings=_port_bindings(h.get("PortBindings")),
+        dns=_strs(h.get("Dns"), "Dns"),
+        dns_search=_strs(h.get("DnsSearch"), "DnsSearch"),
+        dns_options=_strs(h.get("DnsOptions"), "DnsOptions"),
+        extra_hosts=_strs(h.get("ExtraHosts"), "ExtraHosts"),
+        oom_kill_disable=_bool(h.get("OomKillDisable")),
+        oom_score_adj=_int(h.get("OomScoreAdj"), "OomScoreAdj"),
+        shm_size=_int(h.get("ShmSize"), "ShmSize"),
+        sysctls=_map(h.get("Sysctls"), "Sysctls"),
+        group_add=_strs(h.get("GroupAdd"), "GroupAdd"),
+        ipc_mode=_str(h.get("IpcMode"), "IpcMode"),
+        pid_mode=_str(h.get("PidMode"), "PidMode"),
+        uts_mode=_str(h.get("UTSMode"), "UTSMode"),
+        masked_paths=None if masked is None else _strs(masked, "MaskedPaths"),
+        readonly_paths=None if readonly is None else _strs(readonly, "ReadonlyPaths"),
+    )
+
+
+def spec_from_create(body: Any) -> ContainerSpec:
+    """``POST /containers/create`` body -> ContainerSpec (unknown fields are tolerated)."""
+    if not isinstance(body, dict):
+        raise InvalidArgument("invalid JSON: the request body must be a JSON object")
+    image = _str(body.get("Image"), "Image")
+    if not image:
+        raise InvalidArgument("Config cannot be empty in order to create a container")
+    stop_timeout = body.get("StopTimeout")
+    return ContainerSpec(
+        image=image,
+        cmd=_strs(body.get("Cmd"), "Cmd"),
+        entrypoint=_strs(body.get("Entrypoint"), "Entrypoint"),
+        env=_strs(body.get("Env"), "Env"),
+        working_dir=_str(body.get("WorkingDir"), "WorkingDir"),
+        user=_str(body.get("User"), "User"),
+        hostname=_str(body.get("Hostname"), "Hostname"),
+        domainname=_str(body.get("Domainname"), "Domainname"),
+        labels=_map(body.get("Labels"), "Labels"),
+        tty=_bool(body.get("Tty")),
+        open_stdin=_bool(body.get("OpenStdin")),
+        stdin_once=_bool(body.get("StdinOnce")),
+        attach_stdin=_bool(body.get("AttachStdin")),
+        attach_stdout=_bool(body.get("AttachStdout")),
+        attach_stderr=_bool(body.get("AttachStderr")),
+        exposed_ports=tuple(
+            p if "/" in p else f"{p}/tcp" for p in _obj(body.get("ExposedPorts"), "ExposedPorts")
+        ),
+        volumes=tuple(_obj(body.get("Volumes"), "Volumes")),
+        stop_signal=_str(body.get("StopSignal"), "StopSignal"),
+        stop_timeout=None if stop_timeout is None else _int(stop_timeout, "StopTimeout"),
+        healthcheck=health_from_json(body.get("Healthcheck")),
+        network_disabled=_bool(body.get("NetworkDisabled")),
+        host=host_config_from_json(_obj(body.get("HostConfig"), "HostConfig")),
+    )
+
+
+def update_host_config(host: HostConfig, body: Any) -> HostConfig:
+    """``POST /containers/{id}/update``: only the fields present change."""
+    from dataclasses import fields, replace
+
+    if not isinstance(body, dict):
+        raise InvalidArgument("invalid JSON: the request body must be a JSON object")
+    parsed = host_config_from_json(body)
+    json_names = {
+        "memory": "Memory",
+        "memory_swap": "MemorySwap",
+        "memory_reservation": "MemoryReservation",
+        "nano_cpus": "NanoCpus",
+        "cpu_shares": "CpuShares",
+        "cpu_period": "CpuPeriod",
+        "cpu_quota": "CpuQuota",
+        "cpuset_cpus": "CpusetCpus",
+        "cpuset_mems": "CpusetMems",
+        "pids_limit": "PidsLimit",
+        "blkio_weight": "BlkioWeight",
+        "restart_policy": "RestartPolicy",
+    }
+    changes = {f.name: getattr(parsed, f.name) for f in fields(HostConfig) if json_names.get(f.name) in body}
+    return replace(host, **changes)

@@ -1,0 +1,106 @@
+"""Exec routes: /containers/{id}/exec and /exec/*."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from skiff.api.app import Routes, engine_of, qint, read_json
+from skiff.api.containers import pump
+from skiff.api.convert import _bool, _str, _strs
+from skiff.api.streams import STDERR, STDOUT, frame, hijack
+from skiff.engine.model import ExecConfig
+from skiff.errors import InvalidArgument, SkiffError
+
+
+async def create(request: web.Request) -> web.Response:
+    body = await read_json(request, default={})
+    if not isinstance(body, dict):
+        raise InvalidArgument("invalid JSON: the request body must be a JSON object")
+    config = ExecConfig(
+        id="",
+        container_id="",
+        cmd=_strs(body.get("Cmd"), "Cmd"),
+        tty=_bool(body.get("Tty")),
+        attach_stdin=_bool(body.get("AttachStdin")),
+        attach_stdout=_bool(body.get("AttachStdout", True)),
+        attach_stderr=_bool(body.get("AttachStderr", True)),
+        env=_strs(body.get("Env"), "Env"),
+        user=_str(body.get("User"), "User"),
+        working_dir=_str(body.get("WorkingDir"), "WorkingDir"),
+        privileged=_bool(body.get("Privileged")),
+        detach_keys=_str(body.get("DetachKeys"), "DetachKeys"),
+    )
+    created = engine_of(request).execs.create(request.match_info["id"], config)
+    return web.json_response({"Id": created.id}, status=201)
+
+
+async def start(request: web.Request) -> web.StreamResponse:
+    engine = engine_of(request)
+    body = await read_json(request, default={}) or {}
+    if not isinstance(body, dict):
+        raise InvalidArgument("invalid JSON: the request body must be a JSON object")
+    state = engine.execs.get(request.match_info["id"])
+    detach = _bool(body.get("Detach"))
+    tty = _bool(body.get("Tty")) or state.config.tty
+    if detach:
+        await engine.execs.start(state.config.id, tty=tty, detach=True)
+        return web.Response(status=200)
+    process = await engine.execs.start(state.config.id, tty=tty, detach=False)
+    response, raw = await hijack(request, multiplexed=not tty)
+    cfg = state.config
+
+    async def send(stream: int, data: bytes) -> bool:
+        if (stream == STDOUT and not cfg.attach_stdout) or (stream == STDERR and not cfg.attach_stderr):
+            return True
+        return await raw.write(data if tty else frame(stream, data))
+
+    try:
+        await pump(raw, process, send, cfg.attach_stdin)
+        await process.wait()
+    except SkiffError as exc:
+        await raw.write(exc.message.encode())
+    finally:
+        raw.close()
+    return response
+
+
+async def inspect(request: web.Request) -> web.Response:
+    engine = engine_of(request)
+    state = engine.execs.get(request.match_info["id"])
+    cfg = state.config
+    c = engine.containers.get(cfg.container_id)
+    return web.json_response(
+        {
+            "ID": cfg.id,
+            "Running": state.running,
+            "ExitCode": state.exit_code,
+            "ProcessConfig": {
+                "tty": cfg.tty,
+                "entrypoint": cfg.cmd[0] if cfg.cmd else "",
+                "arguments": list(cfg.cmd[1:]),
+                "privileged": cfg.privileged,
+                "user": cfg.user,
+            },
+            "OpenStdin": cfg.attach_stdin,
+            "OpenStderr": cfg.attach_stderr,
+            "OpenStdout": cfg.attach_stdout,
+            "CanRemove": False,
+            "ContainerID": c.id,
+            "DetachKeys": cfg.detach_keys,
+            "Pid": state.pid,
+        }
+    )
+
+
+async def resize(request: web.Request) -> web.Response:
+    await engine_of(request).execs.resize(
+        request.match_info["id"], qint(request, "h", 0) or 0, qint(request, "w", 0) or 0
+    )
+    return web.Response(status=201)
+
+
+def register(routes: Routes) -> None:
+    routes.add("POST", "/containers/{id}/exec", create)
+    routes.add("POST", "/exec/{id}/start", start)
+    routes.add("POST", "/exec/{id}/resize", resize)
+    routes.add("GET", "/exec/{id}/json", inspect)

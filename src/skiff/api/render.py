@@ -1,0 +1,397 @@
+"""skiff types -> Docker JSON (inspect, list, history), shaped as dockerd answers at API 1.41."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from skiff.engine.model import Container
+from skiff.types import ContainerSpec, HealthConfig, HostConfig, ImageConfig, ImageRecord
+
+JSON = dict[str, Any]
+
+
+def parse_time(value: str) -> float:
+    """RFC 3339 (nanosecond fraction allowed) -> Unix seconds."""
+    if not value or value.startswith("0001-"):
+        return 0.0
+    head, _, frac = value.rstrip("Z").partition(".")
+    base = datetime.fromisoformat(head + "+00:00").timestamp()
+    return base + (float("0." + frac[:9]) if frac else 0.0)
+
+
+def health_json(hc: HealthConfig | None) -> JSON | None:
+    if hc is None:
+        return None
+    out: JSON = {"Test": list(hc.test)}
+    for key, value in (
+        ("Interval", hc.interval),
+        ("Timeout", hc.timeout),
+        ("StartPeriod", hc.start_period),
+        ("StartInterval", hc.start_interval),
+        ("Retries", hc.retries),
+    ):
+        if value:
+            out[key] = value
+    return out
+
+
+def _ports_map(ports: tuple[str, ...]) -> JSON | None:
+    return {p: {} for p in ports} or None
+
+
+def config_json(spec: ContainerSpec, hostname: str) -> JSON:
+    return {
+        "Hostname": hostname,
+        "Domainname": spec.domainname,
+        "User": spec.user,
+        "AttachStdin": spec.attach_stdin,
+        "AttachStdout": spec.attach_stdout,
+        "AttachStderr": spec.attach_stderr,
+        "ExposedPorts": _ports_map(spec.exposed_ports),
+        "Tty": spec.tty,
+        "OpenStdin": spec.open_stdin,
+        "StdinOnce": spec.stdin_once,
+        "Env": list(spec.env),
+        "Cmd": list(spec.cmd) or None,
+        "Healthcheck": health_json(spec.healthcheck),
+        "Image": spec.image,
+        "Volumes": {v: {} for v in spec.volumes} or None,
+        "WorkingDir": spec.working_dir,
+        "Entrypoint": list(spec.entrypoint) or None,
+        "OnBuild": None,
+        "Labels": dict(spec.labels),
+        **({"StopSignal": spec.stop_signal} if spec.stop_signal else {}),
+        **({"StopTimeout": spec.stop_timeout} if spec.stop_timeout is not None else {}),
+    }
+
+
+def host_config_json(h: HostConfig) -> JSON:
+    def throttle(items: tuple[Any, ...]) -> list[JSON]:
+        return [{"Path": t.path, "Rate": t.rate} for t in items]
+
+    return {
+        "Binds": list(h.binds) or None,
+        "ContainerIDFile": "",
+        "LogConfig": {"Type": "k8s-file", "Config": {}},
+        "NetworkMode": h.network_mode,
+        "PortBindings": {
+            p: [{"HostIp": ip, "HostPort": port} for ip, port in b] for p, b in h.port_bindings.items()
+        },
+        "RestartPolicy": {
+            "Name": h.restart_policy.name,
+            "MaximumRetryCount": h.restart_policy.maximum_retry_count,
+        },
+        "AutoRemove": h.auto_remove,
+        "VolumeDriver": "",
+        "VolumesFrom": None,
+        "CapAdd": list(h.cap_add) or None,
+        "CapDrop": list(h.cap_drop) or None,
+        "CgroupnsMode": "host",
+        "Dns": list(h.dns),
+        "DnsOptions": list(h.dns_options),
+        "DnsSearch": list(h.dns_search),
+        "ExtraHosts": list(h.extra_hosts) or None,
+        "GroupAdd": list(h.group_add) or None,
+        "IpcMode": h.ipc_mode or "private",
+        "Cgroup": "",
+        "Links": None,
+        "OomScoreAdj": h.oom_score_adj,
+        "PidMode": h.pid_mode,
+        "Privileged": h.privileged,
+        "PublishAllPorts": False,
+        "ReadonlyRootfs": h.readonly_rootfs,
+        "SecurityOpt": list(h.security_opt) or None,
+        "Tmpfs": dict(h.tmpfs) or None,
+        "UTSMode": h.uts_mode,
+        "UsernsMode": "",
+        "ShmSize": h.shm_size or 67108864,
+        "Sysctls": dict(h.sysctls) or None,
+        "Runtime": "runc",
+        "Isolation": "",
+        "CpuShares": h.cpu_shares,
+        "Memory": h.memory,
+        "NanoCpus": h.nano_cpus,
+        "CgroupParent": "",
+        "BlkioWeight": h.blkio_weight,
+        "BlkioWeightDevice": [],
+        "BlkioDeviceReadBps": throttle(h.blkio_device_read_bps),
+        "BlkioDeviceWriteBps": throttle(h.blkio_device_write_bps),
+        "BlkioDeviceReadIOps": throttle(h.blkio_device_read_iops),
+        "BlkioDeviceWriteIOps": throttle(h.blkio_device_write_iops),
+        "CpuPeriod": h.cpu_period,
+        "CpuQuota": h.cpu_quota,
+        "CpuRealtimePeriod": 0,
+        "CpuRealtimeRuntime": 0,
+        "CpusetCpus": h.cpuset_cpus,
+        "CpusetMems": h.cpuset_mems,
+        "Devices": [
+            {
+                "PathOnHost": d.path_on_host,
+                "PathInContainer": d.path_in_container,
+                "CgroupPermissions": d.cgroup_permissions,
+            }
+            for d in h.devices
+        ],
+        "DeviceCgroupRules": None,
+        "DeviceRequests": None,
+        "MemoryReservation": h.memory_reservation,
+        "MemorySwap": h.memory_swap,
+        "MemorySwappiness": None,
+        "OomKillDisable": h.oom_kill_disable,
+        "PidsLimit": h.pids_limit or None,
+        "Ulimits": [{"Name": u.name, "Soft": u.soft, "Hard": u.hard} for u in h.ulimits] or None,
+        "Init": h.init or None,
+        "Mounts": [
+            {"Type": m.type, "Source": m.source, "Target": m.target, "ReadOnly": m.read_only}
+            for m in h.mounts
+        ]
+        or None,
+        "MaskedPaths": list(h.masked_paths) if h.masked_paths is not None else None,
+        "ReadonlyPaths": list(h.readonly_paths) if h.readonly_paths is not None else None,
+    }
+
+
+def _network_settings(c: Container) -> JSON:
+    networks: JSON = {}
+    mode = c.spec.host.network_mode
+    if mode in ("none", "host"):
+        networks[mode] = {
+            "IPAMConfig": None,
+            "Links": None,
+            "Aliases": None,
+            "NetworkID": mode,
+            "EndpointID": "",
+            "Gateway": "",
+            "IPAddress": "",
+            "IPPrefixLen": 0,
+            "IPv6Gateway": "",
+            "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0,
+            "MacAddress": "",
+            "DriverOpts": None,
+        }
+    return {
+        "Bridge": "",
+        "SandboxID": c.id if c.running else "",
+        "HairpinMode": False,
+        "LinkLocalIPv6Address": "",
+        "LinkLocalIPv6PrefixLen": 0,
+        "Ports": {},
+        "SandboxKey": "",
+        "SecondaryIPAddresses": None,
+        "SecondaryIPv6Addresses": None,
+        "EndpointID": "",
+        "Gateway": "",
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "IPAddress": "",
+        "IPPrefixLen": 0,
+        "IPv6Gateway": "",
+        "MacAddress": "",
+        "Networks": networks,
+    }
+
+
+def container_inspect(c: Container, root: str, size: tuple[int, int] | None = None) -> JSON:
+    st = c.state
+    state: JSON = {
+        "Status": st.status,
+        "Running": st.status in ("running", "paused"),
+        "Paused": st.status == "paused",
+        "Restarting": st.status == "restarting",
+        "OOMKilled": st.oom_killed,
+        "Dead": st.status == "dead",
+        "Pid": st.pid,
+        "ExitCode": st.exit_code,
+        "Error": st.error,
+        "StartedAt": st.started_at,
+        "FinishedAt": st.finished_at,
+    }
+    if st.health_status:
+        state["Health"] = {
+            "Status": st.health_status,
+            "FailingStreak": st.health_failing_streak,
+            "Log": list(st.health_log),
+        }
+    bundle = f"{root}/containers/{c.id}"
+    out: JSON = {
+        "Id": c.id,
+        "Created": c.created,
+        "Path": c.path,
+        "Args": list(c.args),
+        "State": state,
+        "Image": c.image_id,
+        "ResolvConfPath": f"{bundle}/files/resolv.conf",
+        "HostnamePath": f"{bundle}/files/hostname",
+        "HostsPath": f"{bundle}/files/hosts",
+        "LogPath": f"{bundle}/container.log",
+        "Name": "/" + c.name,
+        "RestartCount": st.restart_count,
+        "Driver": "overlay2",
+        "Platform": "linux",
+        "MountLabel": "",
+        "ProcessLabel": "",
+        "AppArmorProfile": "",
+        "ExecIDs": None,
+        "HostConfig": host_config_json(c.spec.host),
+        "GraphDriver": {"Name": "overlay2", "Data": {"MergedDir": f"{bundle}/rootfs"}},
+        "Mounts": [],
+        "Config": config_json(c.spec, c.hostname),
+        "NetworkSettings": _network_settings(c),
+    }
+    if size is not None:
+        out["SizeRw"], out["SizeRootFs"] = size
+    return out
+
+
+def _format_command(c: Container) -> str:
+    return " ".join((c.path, *c.args)).strip()
+
+
+def container_status(c: Container, now: float) -> str:
+    """Docker's human status: "Up 3 seconds", "Exited (0) 2 minutes ago", ..."""
+    from skiff.api.humanize import duration
+
+    st = c.state
+    if st.status in ("running", "paused"):
+        text = "Up " + duration(now - parse_time(st.started_at))
+        if st.status == "paused":
+            return text + " (Paused)"
+        if st.health_status == "starting":
+            return text + " (health: starting)"
+        if st.health_status:
+            return text + f" ({st.health_status})"
+        return text
+    if st.status == "restarting":
+        return f"Restarting ({st.exit_code}) " + duration(now - parse_time(st.finished_at)) + " ago"
+    if st.status == "exited" and c.has_been_started:
+        return f"Exited ({st.exit_code}) " + duration(now - parse_time(st.finished_at)) + " ago"
+    if st.status == "removing":
+        return "Removal In Progress"
+    return "Created"
+
+
+def container_summary(c: Container, now: float, size: tuple[int, int] | None = None) -> JSON:
+    out: JSON = {
+        "Id": c.id,
+        "Names": ["/" + c.name],
+        "Image": c.spec.image,
+        "ImageID": c.image_id,
+        "Command": _format_command(c),
+        "Created": int(parse_time(c.created)),
+        "Ports": [],
+        "Labels": dict(c.spec.labels),
+        "State": c.state.status,
+        "Status": container_status(c, now),
+        "HostConfig": {"NetworkMode": c.spec.host.network_mode},
+        "NetworkSettings": {"Networks": _network_settings(c)["Networks"]},
+        "Mounts": [],
+    }
+    if size is not None:
+        out["SizeRw"], out["SizeRootFs"] = size
+    return out
+
+
+def image_config_json(cfg: ImageConfig) -> JSON:
+    return {
+        "Hostname": "",
+        "Domainname": "",
+        "User": cfg.user,
+        "AttachStdin": False,
+        "AttachStdout": False,
+        "AttachStderr": False,
+        "ExposedPorts": _ports_map(cfg.exposed_ports),
+        "Tty": False,
+        "OpenStdin": False,
+        "StdinOnce": False,
+        "Env": list(cfg.env) or None,
+        "Cmd": list(cfg.cmd) if cfg.cmd is not None else None,
+        "Healthcheck": health_json(cfg.healthcheck),
+        "Image": "",
+        "Volumes": {v: {} for v in cfg.volumes} or None,
+        "WorkingDir": cfg.working_dir,
+        "Entrypoint": list(cfg.entrypoint) if cfg.entrypoint is not None else None,
+        "OnBuild": list(cfg.on_build) or None,
+        "Labels": dict(cfg.labels) or None,
+        **({"StopSignal": cfg.stop_signal} if cfg.stop_signal else {}),
+        **({"Shell": list(cfg.shell)} if cfg.shell else {}),
+    }
+
+
+def image_inspect(img: ImageRecord) -> JSON:
+    cfg = image_config_json(img.config)
+    return {
+        "Id": img.id,
+        "RepoTags": list(img.repo_tags),
+        "RepoDigests": list(img.repo_digests),
+        "Parent": img.parent,
+        "Comment": img.comment,
+        "Created": img.created,
+        "Container": "",
+        "ContainerConfig": cfg,
+        "DockerVersion": "",
+        "Author": img.author,
+        "Config": cfg,
+        "Architecture": img.architecture,
+        "Os": img.os,
+        "Size": img.size,
+        "VirtualSize": img.size,
+        "GraphDriver": {"Name": "overlay2", "Data": None},
+        "RootFS": {"Type": "layers", "Layers": list(img.diff_ids)},
+        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+    }
+
+
+def image_summary(img: ImageRecord, containers: int = -1) -> JSON:
+    return {
+        "Id": img.id,
+        "ParentId": img.parent,
+        "RepoTags": list(img.repo_tags) or (["<none>:<none>"] if False else []),
+        "RepoDigests": list(img.repo_digests),
+        "Created": int(parse_time(img.created)),
+        "Size": img.size,
+        "SharedSize": -1,
+        "VirtualSize": img.size,
+        "Labels": dict(img.config.labels) or None,
+        "Containers": containers,
+    }
+
+
+def image_history(img: ImageRecord) -> list[JSON]:
+    """Newest first; the top non-empty entry carries the image id, as in Docker."""
+    rows: list[JSON] = []
+    layers = list(img.diff_ids)
+    for entry in img.history:
+        rows.append(
+            {
+                "Id": "<missing>",
+                "Created": int(parse_time(entry.created)),
+                "CreatedBy": entry.created_by,
+                "Tags": None,
+                "Size": 0,
+                "Comment": entry.comment,
+                "_empty": entry.empty_layer,
+            }
+        )
+    if not rows:
+        rows = [
+            {
+                "Id": "<missing>",
+                "Created": int(parse_time(img.created)),
+                "CreatedBy": "",
+                "Tags": None,
+                "Size": img.size,
+                "Comment": img.comment,
+                "_empty": not layers,
+            }
+        ]
+    rows.reverse()
+    rows[0]["Id"] = img.id
+    rows[0]["Tags"] = list(img.repo_tags) or None
+    if layers:
+        first_layer = next((r for r in rows if not r["_empty"]), rows[0])
+        first_layer["Size"] = img.size if len(layers) == 1 else first_layer["Size"]
+    for r in rows:
+        r.pop("_empty")
+    return rows

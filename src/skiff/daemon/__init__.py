@@ -1,0 +1,1 @@
+"""skiffd: configuration, wiring, listening sockets, signals, startup recovery."""

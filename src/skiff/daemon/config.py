@@ -1,0 +1,62 @@
+"""skiffd configuration: defaults < config file (YAML or JSON) < command-line flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from skiff.errors import InvalidArgument
+
+DEFAULT_HOST = "unix:///run/skiff/skiff.sock"
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """Everything skiffd can be told. Config-file keys use dashes, as in daemon.json."""
+
+    root: Path = Path("/var/lib/skiff")
+    run_dir: Path = Path("/run/skiff")
+    hosts: tuple[str, ...] = (DEFAULT_HOST,)
+    runtime: str = "runc"
+    cgroup_parent: str = "skiff"
+    log_level: str = "info"
+    socket_group: str = "root"
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise InvalidArgument(f"config file {path} is not valid YAML/JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidArgument(f"config file {path} must hold a mapping of settings")
+    return data
+
+
+def merge(config: DaemonConfig, settings: dict[str, Any]) -> DaemonConfig:
+    known = {f.name for f in fields(DaemonConfig)}
+    changes: dict[str, Any] = {}
+    for key, value in settings.items():
+        name = key.replace("-", "_")
+        if name == "host":
+            name = "hosts"
+        if name not in known:
+            raise InvalidArgument(f"unknown setting {key!r} in config (known: {', '.join(sorted(known))})")
+        if value is None:
+            continue
+        if name in ("root", "run_dir"):
+            value = Path(value)
+        elif name == "hosts":
+            value = (value,) if isinstance(value, str) else tuple(value)
+        changes[name] = value
+    result = replace(config, **changes)
+    if result.runtime not in ("runc", "crun"):
+        raise InvalidArgument(f"unknown runtime {result.runtime!r}: choose runc or crun")
+    return result

@@ -1,0 +1,139 @@
+"""``skiffd``: the node daemon. Serves the Docker Engine API on a unix socket."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import grp
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from skiff import __version__
+from skiff.daemon.config import DaemonConfig, load_config_file, merge
+from skiff.errors import SkiffError
+
+log = logging.getLogger("skiffd")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="skiffd", description="skiff's container engine daemon (Docker Engine API)."
+    )
+    p.add_argument("--root", help="state directory (default /var/lib/skiff)")
+    p.add_argument("--run-dir", help="runtime state directory (default /run/skiff)")
+    p.add_argument(
+        "-H",
+        "--host",
+        action="append",
+        help="listen address, unix:///path (default unix:///run/skiff/skiff.sock)",
+    )
+    p.add_argument("--runtime", choices=["runc", "crun"], help="OCI runtime (default runc)")
+    p.add_argument("--cgroup-parent", help="parent cgroup for containers (default skiff)")
+    p.add_argument("--config", help="config file (YAML or JSON; keys as the long flags)")
+    p.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="log level (default info)"
+    )
+    p.add_argument("--version", action="version", version=f"skiffd {__version__}")
+    return p.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> DaemonConfig:
+    config = DaemonConfig()
+    if args.config:
+        config = merge(config, load_config_file(Path(args.config)))
+    flags = {
+        "root": args.root,
+        "run-dir": args.run_dir,
+        "hosts": args.host,
+        "runtime": args.runtime,
+        "cgroup-parent": args.cgroup_parent,
+        "log-level": args.log_level,
+    }
+    return merge(config, {k: v for k, v in flags.items() if v is not None})
+
+
+class JsonishFormatter(logging.Formatter):
+    """One line per record, key=value: greppable and structured."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        base = (
+            f'time="{self.formatTime(record, "%Y-%m-%dT%H:%M:%S")}" level={record.levelname.lower()} '
+            f'logger={record.name} msg="{record.getMessage()}"'
+        )
+        if record.exc_info:
+            base += "\n" + self.formatException(record.exc_info)
+        return base
+
+
+async def serve(config: DaemonConfig) -> None:
+    from skiff.api.app import create_app
+    from skiff.engine.engine import Engine, EngineConfig
+
+    engine = Engine(
+        EngineConfig(
+            root=config.root,
+            run_dir=config.run_dir,
+            runtime=config.runtime,
+            cgroup_parent=config.cgroup_parent,
+        )
+    )
+    await engine.start()
+    app = create_app(engine)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    for host in config.hosts:
+        if not host.startswith("unix://"):
+            raise SkiffError(f"unsupported listen address {host!r}: only unix:// sockets for now")
+        path = Path(host[len("unix://") :])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        site = web.UnixSite(runner, str(path))
+        await site.start()
+        os.chmod(path, 0o660)
+        with contextlib.suppress(KeyError, PermissionError):
+            os.chown(path, 0, grp.getgrnam(config.socket_group).gr_gid)
+        log.info("API listening on %s", host)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("skiffd %s ready (root %s, runtime %s)", __version__, config.root, config.runtime)
+    await stop.wait()
+    log.info("shutting down; containers keep running under conmon")
+    await runner.cleanup()
+    await engine.stop()
+    for host in config.hosts:
+        with contextlib.suppress(OSError):
+            Path(host[len("unix://") :]).unlink()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = build_config(args)
+    except SkiffError as exc:
+        print(f"skiffd: {exc}", file=sys.stderr)
+        return 1
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonishFormatter())
+    logging.basicConfig(level=config.log_level.upper(), handlers=[handler])
+    if os.geteuid() != 0:
+        print("skiffd: must run as root (it creates namespaces, mounts and cgroups)", file=sys.stderr)
+        return 1
+    try:
+        asyncio.run(serve(config))
+    except SkiffError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

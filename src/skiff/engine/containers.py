@@ -1,0 +1,635 @@
+"""ContainerService: the container lifecycle, combining images, snapshots and the runtime.
+
+Concurrency: one asyncio lock per container serialises lifecycle changes; waiting for an
+exit happens outside the lock (the exit monitor needs the lock to record the exit).
+Persistence: every state change is one SQLite write of the whole record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal as signal_mod
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from skiff.engine.events import EventBus
+from skiff.engine.merge import (
+    merge_image_config,
+    new_container_id,
+    parse_signal,
+    random_name,
+    validate_name,
+    validate_spec,
+)
+from skiff.engine.model import Container, now_rfc3339
+from skiff.engine.rootfs import write_container_files
+from skiff.errors import Conflict, InvalidArgument, NotFound, NotModified, RuntimeFailure, SkiffError
+from skiff.images.imagestore import ImageStore
+from skiff.runtime.runc import AttachStream, ExitStatus, Runtime
+from skiff.runtime.spec import generate_spec, resolve_user
+from skiff.store.metadata import MetadataDB
+from skiff.store.snapshots import OverlaySnapshotter, mount_all, unmount
+from skiff.types import ContainerSpec, HostConfig
+
+log = logging.getLogger("skiff.engine")
+
+DEFAULT_STOP_TIMEOUT = 10
+
+
+@dataclass
+class AttachRequest:
+    """An attach waiting for the container's next start (the docker CLI attaches before start)."""
+
+    stream: asyncio.Future[AttachStream] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class ContainerService:
+    """Create, start, stop, remove, wait for and look up containers."""
+
+    def __init__(
+        self,
+        *,
+        root: Path,
+        db: MetadataDB,
+        images: ImageStore,
+        snapshotter: OverlaySnapshotter,
+        runtime: Runtime,
+        events: EventBus,
+        cgroup_parent: str = "skiff",
+    ) -> None:
+        self.root = root
+        self.db = db
+        self.images = images
+        self.snapshotter = snapshotter
+        self.runtime = runtime
+        self.events = events
+        self.cgroup_parent = cgroup_parent
+        self._containers: dict[str, Container] = {}
+        self._names: dict[str, str] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._exit_waiters: dict[str, list[asyncio.Future[int]]] = {}
+        self._remove_waiters: dict[str, list[asyncio.Future[int]]] = {}
+        self._monitors: dict[str, asyncio.Task[None]] = {}
+        self._pending_attach: dict[str, list[AttachRequest]] = {}
+        self._restart_tasks: dict[str, asyncio.Task[None]] = {}
+        self.on_started: list[Any] = []  # callbacks(container) - health checks hook in here
+        self.on_exited: list[Any] = []
+        (root / "containers").mkdir(parents=True, exist_ok=True)
+
+    # ----------------------------------------------------------------- lookup
+    def load(self) -> None:
+        for cid, name, data in self.db.list_containers():
+            try:
+                container = Container.from_json(data)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("skipping unreadable container record %s: %s", cid, exc)
+                continue
+            self._containers[cid] = container
+            self._names[name] = cid
+
+    def list(self) -> builtins.list[Container]:
+        return sorted(self._containers.values(), key=lambda c: c.created, reverse=True)
+
+    def get(self, ref: str) -> Container:
+        """Find by full id, name (with or without '/'), or unique id prefix."""
+        if ref in self._containers:
+            return self._containers[ref]
+        name = ref.lstrip("/")
+        if name in self._names:
+            return self._containers[self._names[name]]
+        if ref:
+            matches = [cid for cid in self._containers if cid.startswith(ref)]
+            if len(matches) == 1:
+                return self._containers[matches[0]]
+            if len(matches) > 1:
+                raise InvalidArgument(f"multiple IDs found with provided prefix: {ref}")
+        raise NotFound(f"No such container: {ref}")
+
+    def bundle(self, cid: str) -> Path:
+        return self.root / "containers" / cid
+
+    def log_path(self, cid: str) -> Path:
+        return self.bundle(cid) / "container.log"
+
+    def _lock(self, cid: str) -> asyncio.Lock:
+        return self._locks.setdefault(cid, asyncio.Lock())
+
+    def _save(self, container: Container) -> Container:
+        self.db.put_container(container.id, container.name, container.created, container.to_json())
+        self._containers[container.id] = container
+        return container
+
+    def _attrs(self, c: Container, **extra: str) -> dict[str, str]:
+        return {**c.spec.labels, "image": c.spec.image, "name": c.name, **extra}
+
+    def _publish(self, c: Container, action: str, **extra: str) -> None:
+        self.events.publish("container", action, c.id, **self._attrs(c, **extra))
+
+    # ----------------------------------------------------------------- create
+    async def create(self, spec: ContainerSpec, name: str | None = None) -> Container:
+        validate_spec(spec)
+        if name:
+            name = validate_name(name)
+            if name in self._names:
+                other = self._names[name]
+                raise Conflict(
+                    f'Conflict. The container name "/{name}" is already in use by container "{other}". '
+                    "You have to remove (or rename) that container to be able to reuse that name."
+                )
+        else:
+            name = random_name()
+            while name in self._names:
+                name = random_name()
+        image = self.images.get(spec.image)
+        merged = merge_image_config(spec, image.config)
+        if merged.host.network_mode in ("", "default", "bridge"):
+            # Bridge networking arrives with the networking work; until then "default" is none.
+            merged = replace(merged, host=replace(merged.host, network_mode="none"))
+        if merged.host.network_mode.startswith("container:"):
+            raise InvalidArgument("container: network mode is not supported yet")
+        cid = new_container_id()
+        args = (*merged.entrypoint, *merged.cmd)
+        container = Container(
+            id=cid,
+            name=name,
+            created=now_rfc3339(),
+            image_id=image.id,
+            spec=merged,
+            path=args[0],
+            args=tuple(args[1:]),
+            hostname=merged.hostname or cid[:12],
+            cgroups_path=f"/{self.cgroup_parent}/{cid}",
+        )
+        bundle = self.bundle(cid)
+        try:
+            bundle.mkdir(parents=True)
+            (bundle / "rootfs").mkdir()
+            await asyncio.to_thread(self.snapshotter.prepare, cid, self.images.top_layer(image))
+            self._names[name] = cid
+            self._save(container)
+        except BaseException:
+            self._names.pop(name, None)
+            self._containers.pop(cid, None)
+            with contextlib.suppress(SkiffError, OSError):
+                self.snapshotter.remove(cid)
+            shutil.rmtree(bundle, ignore_errors=True)
+            raise
+        self._publish(container, "create")
+        return container
+
+    # ------------------------------------------------------------------ start
+    async def start(self, ref: str) -> None:
+        c = self.get(ref)
+        async with self._lock(c.id):
+            c = self.get(c.id)
+            if c.state.status == "paused":
+                raise Conflict("cannot start a paused container, try unpause instead")
+            if c.state.status == "running":
+                raise NotModified("container already started")
+            if c.state.status == "removing":
+                raise Conflict(f"container {c.id} is marked for removal and cannot be started")
+            self._cancel_restart(c.id)
+            await self._start_locked(c)
+
+    async def _start_locked(self, c: Container) -> None:
+        bundle = self.bundle(c.id)
+        rootfs = bundle / "rootfs"
+        try:
+            mounts = self.snapshotter.mounts(c.id)
+            unmount(rootfs)
+            mount_all(mounts, rootfs)
+            uid, gid, gids = resolve_user(rootfs, c.spec.user)
+            binds = write_container_files(bundle / "files", c.spec, c.hostname)
+            oci = generate_spec(
+                c.spec,
+                container_id=c.id,
+                rootfs=str(rootfs),
+                hostname=c.hostname,
+                netns_path=None,
+                cgroups_path=c.cgroups_path,
+                extra_mounts=binds,
+                uid=uid,
+                gid=gid,
+                additional_gids=gids,
+            )
+            tmp = bundle / "config.json.tmp"
+            tmp.write_text(json.dumps(oci))
+            os.replace(tmp, bundle / "config.json")
+            await self.runtime.delete(c.id, force=True)
+            pid = await self.runtime.create(
+                c.id, bundle, tty=c.spec.tty, stdin=c.spec.open_stdin, log_path=self.log_path(c.id)
+            )
+            await self._connect_pending_attaches(c.id)
+            await self.runtime.start(c.id)
+        except SkiffError as exc:
+            await self._cleanup_failed_start(c, exc)
+            raise
+        except OSError as exc:
+            err = RuntimeFailure(f"failed to start container {c.id[:12]}: {exc}")
+            await self._cleanup_failed_start(c, err)
+            raise err from exc
+        c = replace(
+            c.with_state(
+                status="running",
+                pid=pid,
+                exit_code=0,
+                error="",
+                oom_killed=False,
+                started_at=now_rfc3339(),
+                health_status="starting" if self._has_health(c) else "",
+                health_failing_streak=0,
+            ),
+            manually_stopped=False,
+            has_been_started=True,
+        )
+        self._save(c)
+        self._publish(c, "start")
+        self._watch(c.id)
+        for callback in self.on_started:
+            callback(c)
+
+    @staticmethod
+    def _has_health(c: Container) -> bool:
+        hc = c.spec.healthcheck
+        return hc is not None and bool(hc.test) and hc.test[0] != "NONE"
+
+    async def _cleanup_failed_start(self, c: Container, exc: SkiffError) -> None:
+        for req in self._pending_attach.pop(c.id, []):
+            if not req.stream.done():
+                req.stream.set_exception(exc)
+        with contextlib.suppress(SkiffError, OSError):
+            await self.runtime.delete(c.id, force=True)
+        with contextlib.suppress(OSError):
+            unmount(self.bundle(c.id) / "rootfs")
+        message = str(exc)
+        lowered = message.lower()
+        code = 128
+        if "not found" in lowered or "no such file" in lowered:
+            code = 127
+        elif "permission denied" in lowered or "is a directory" in lowered:
+            code = 126
+        self._save(
+            c.with_state(
+                status="created" if not c.has_been_started else "exited", exit_code=code, error=message
+            )
+        )
+        self._resolve_exit_waiters(c.id, code)
+
+    async def _connect_pending_attaches(self, cid: str) -> None:
+        for req in self._pending_attach.pop(cid, []):
+            if req.stream.done():
+                continue
+            try:
+                req.stream.set_result(await self.runtime.attach(cid))
+            except SkiffError as exc:
+                req.stream.set_exception(exc)
+
+    # ---------------------------------------------------------------- monitor
+    def _watch(self, cid: str) -> None:
+        old = self._monitors.get(cid)
+        if old is not None and not old.done():
+            return
+        self._monitors[cid] = asyncio.create_task(self._monitor(cid), name=f"monitor-{cid[:12]}")
+
+    async def _monitor(self, cid: str) -> None:
+        try:
+            status = await self.runtime.wait_exit(cid)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the runtime lost track of it: record an unknown exit
+            log.exception("waiting for container %s failed", cid[:12])
+            status = ExitStatus(exit_code=255, oom_killed=False, finished_at=now_rfc3339())
+        await self._on_exit(cid, status)
+
+    async def _on_exit(self, cid: str, status: ExitStatus) -> None:
+        async with self._lock(cid):
+            c = self._containers.get(cid)
+            if c is None:
+                return
+            for callback in self.on_exited:
+                callback(c)
+            with contextlib.suppress(SkiffError, OSError):
+                await self.runtime.delete(cid, force=True)
+            with contextlib.suppress(OSError):
+                unmount(self.bundle(cid) / "rootfs")
+            c = self._save(
+                c.with_state(
+                    status="exited",
+                    pid=0,
+                    exit_code=status.exit_code,
+                    oom_killed=status.oom_killed,
+                    finished_at=status.finished_at or now_rfc3339(),
+                    health_status="unhealthy" if c.state.health_status else "",
+                )
+            )
+            if status.oom_killed:
+                self._publish(c, "oom")
+            self._publish(c, "die", exitCode=str(status.exit_code))
+            self._resolve_exit_waiters(cid, status.exit_code)
+        if c.spec.host.auto_remove:
+            with contextlib.suppress(SkiffError):
+                await self.remove(cid, force=True)
+            return
+        self._maybe_restart(c)
+
+    def _resolve_exit_waiters(self, cid: str, code: int) -> None:
+        for fut in self._exit_waiters.pop(cid, []):
+            if not fut.done():
+                fut.set_result(code)
+
+    # ---------------------------------------------------------- restart policy
+    def _should_restart(self, c: Container) -> bool:
+        policy = c.spec.host.restart_policy
+        if c.manually_stopped or policy.name in ("no", ""):
+            return False
+        if policy.name == "on-failure":
+            if c.state.exit_code == 0:
+                return False
+            return policy.maximum_retry_count == 0 or c.state.restart_count < policy.maximum_retry_count
+        return True
+
+    def _maybe_restart(self, c: Container) -> None:
+        if not self._should_restart(c):
+            return
+        # Docker's back-off: 100 ms doubling per consecutive restart, capped at one minute.
+        delay = min(0.1 * (2 ** min(c.state.restart_count, 10)), 60.0)
+        self._restart_tasks[c.id] = asyncio.create_task(self._restart_later(c.id, delay))
+
+    async def _restart_later(self, cid: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        async with self._lock(cid):
+            c = self._containers.get(cid)
+            if c is None or c.running or c.manually_stopped:
+                return
+            c = self._save(c.with_state(restart_count=c.state.restart_count + 1))
+            try:
+                await self._start_locked(c)
+            except SkiffError as exc:
+                log.warning("restart of %s failed: %s", cid[:12], exc)
+                self._maybe_restart(self._containers[cid])
+
+    def _cancel_restart(self, cid: str) -> None:
+        task = self._restart_tasks.pop(cid, None)
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+
+    # ------------------------------------------------------------ stop / kill
+    def _stop_signal(self, c: Container, override: str | None) -> int:
+        return parse_signal(override or c.spec.stop_signal or "SIGTERM")
+
+    async def kill(self, ref: str, signal: str = "SIGKILL") -> None:
+        c = self.get(ref)
+        signum = parse_signal(signal)
+        if c.state.status not in ("running", "paused"):
+            raise Conflict(f"Cannot kill container: {ref}: Container {c.id} is not running")
+        if signum in (signal_mod.SIGKILL, self._stop_signal(c, None)):
+            c = self._save(replace(c, manually_stopped=True))
+        await self.runtime.kill(c.id, signum, all_processes=signum == signal_mod.SIGKILL)
+        if c.state.status == "paused" and signum == signal_mod.SIGKILL:
+            with contextlib.suppress(SkiffError):
+                await self.runtime.resume(c.id)
+        self._publish(c, "kill", signal=str(signum))
+
+    async def stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> None:
+        c = self.get(ref)
+        self._cancel_restart(c.id)
+        if c.state.status == "restarting":
+            self._save(replace(c.with_state(status="exited"), manually_stopped=True))
+            return
+        if not c.running:
+            raise NotModified("container already stopped")
+        c = self._save(replace(c, manually_stopped=True))
+        if timeout is None:
+            timeout = c.spec.stop_timeout if c.spec.stop_timeout is not None else DEFAULT_STOP_TIMEOUT
+        signum = self._stop_signal(c, signal)
+        waiter = self._exit_future(c.id)
+        with contextlib.suppress(SkiffError):
+            await self.runtime.kill(c.id, signum)
+            self._publish(c, "kill", signal=str(signum))
+        if c.state.status == "paused":
+            with contextlib.suppress(SkiffError):
+                await self.runtime.resume(c.id)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), None if timeout < 0 else timeout)
+        except TimeoutError:
+            with contextlib.suppress(SkiffError):
+                await self.runtime.kill(c.id, signal_mod.SIGKILL, all_processes=True)
+                self._publish(c, "kill", signal=str(int(signal_mod.SIGKILL)))
+            await waiter
+        self._publish(self._containers.get(c.id, c), "stop")
+
+    async def restart(self, ref: str, timeout: int | None = None) -> None:
+        c = self.get(ref)
+        if c.running:
+            await self.stop(c.id, timeout)
+        await self.start(c.id)
+        self._publish(self.get(c.id), "restart")
+
+    async def pause(self, ref: str) -> None:
+        c = self.get(ref)
+        async with self._lock(c.id):
+            c = self.get(c.id)
+            if c.state.status == "paused":
+                raise Conflict(f"Container {c.id} is already paused")
+            if c.state.status != "running":
+                raise Conflict(f"Container {c.id} is not running")
+            await self.runtime.pause(c.id)
+            c = self._save(c.with_state(status="paused"))
+        self._publish(c, "pause")
+
+    async def unpause(self, ref: str) -> None:
+        c = self.get(ref)
+        async with self._lock(c.id):
+            c = self.get(c.id)
+            if c.state.status != "paused":
+                raise Conflict(f"Container {c.id} is not paused")
+            await self.runtime.resume(c.id)
+            c = self._save(c.with_state(status="running"))
+        self._publish(c, "unpause")
+
+    # ----------------------------------------------------------------- remove
+    async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        c = self.get(ref)
+        if c.running and not force:
+            state = "paused" if c.state.status == "paused" else "running"
+            raise Conflict(
+                f"You cannot remove a {state} container {c.id}. "
+                "Stop the container before attempting removal or force remove"
+            )
+        self._cancel_restart(c.id)
+        if c.running:
+            c = self._save(replace(c, manually_stopped=True))
+            waiter = self._exit_future(c.id)
+            with contextlib.suppress(SkiffError):
+                await self.runtime.kill(c.id, signal_mod.SIGKILL, all_processes=True)
+                if c.state.status == "paused":
+                    await self.runtime.resume(c.id)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter, 15)
+        async with self._lock(c.id):
+            current = self._containers.get(c.id)
+            if current is None:
+                return  # removed concurrently (AutoRemove)
+            c = self._save(current.with_state(status="removing"))
+            with contextlib.suppress(SkiffError, OSError):
+                await self.runtime.delete(c.id, force=True)
+            bundle = self.bundle(c.id)
+            unmount(bundle / "rootfs")
+            with contextlib.suppress(NotFound):
+                await asyncio.to_thread(self.snapshotter.remove, c.id)
+            await asyncio.to_thread(shutil.rmtree, bundle, True)
+            self.db.delete_container(c.id)
+            self._containers.pop(c.id, None)
+            self._names.pop(c.name, None)
+            self._locks.pop(c.id, None)
+            monitor = self._monitors.pop(c.id, None)
+            if monitor is not None and not monitor.done() and monitor is not asyncio.current_task():
+                monitor.cancel()
+        self._publish(c, "destroy")
+        for fut in self._remove_waiters.pop(c.id, []):
+            if not fut.done():
+                fut.set_result(c.state.exit_code)
+
+    # ------------------------------------------------------------------- wait
+    def _exit_future(self, cid: str) -> asyncio.Future[int]:
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._exit_waiters.setdefault(cid, []).append(fut)
+        return fut
+
+    def wait_future(self, ref: str, condition: str = "not-running") -> asyncio.Future[int]:
+        """A future for the container's exit code; registered now, so a later start cannot be missed."""
+        c = self.get(ref)
+        if condition in ("", "not-running"):
+            if not c.running:
+                fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+                fut.set_result(c.state.exit_code)
+                return fut
+            return self._exit_future(c.id)
+        if condition == "next-exit":
+            return self._exit_future(c.id)
+        if condition == "removed":
+            fut = asyncio.get_running_loop().create_future()
+            self._remove_waiters.setdefault(c.id, []).append(fut)
+            return fut
+        raise InvalidArgument(f'invalid condition: "{condition}"')
+
+    # ----------------------------------------------------------------- attach
+    async def attach(self, ref: str) -> AttachStream:
+        """Attach to a running container now, or to its next start (as ``docker run`` does)."""
+        c = self.get(ref)
+        if c.state.status in ("running", "paused"):
+            return await self.runtime.attach(c.id)
+        req = AttachRequest()
+        self._pending_attach.setdefault(c.id, []).append(req)
+        return await req.stream
+
+    async def resize(self, ref: str, height: int, width: int) -> None:
+        c = self.get(ref)
+        if not c.running:
+            raise Conflict(f"Container {c.id} is not running")
+        await self.runtime.resize(c.id, height, width)
+
+    # --------------------------------------------------------- rename, update
+    async def rename(self, ref: str, new_name: str) -> None:
+        c = self.get(ref)
+        new_name = validate_name(new_name)
+        if new_name == c.name:
+            raise InvalidArgument("Renaming a container with the same name as its current name")
+        if new_name in self._names:
+            raise Conflict(
+                f'Conflict. The container name "/{new_name}" is already in use by container '
+                f'"{self._names[new_name]}". You have to remove (or rename) that container to be able to reuse that name.'
+            )
+        old = c.name
+        self.db.rename_container(c.id, new_name)
+        self._names.pop(old, None)
+        self._names[new_name] = c.id
+        c = self._save(replace(c, name=new_name))
+        self._publish(c, "rename", oldName="/" + old)
+
+    async def update(self, ref: str, host: HostConfig) -> builtins.list[str]:
+        """Apply new resource limits / restart policy (``docker update``); returns warnings."""
+        c = self.get(ref)
+        spec = replace(c.spec, host=host)
+        validate_spec(spec)
+        async with self._lock(c.id):
+            c = self.get(c.id)
+            if c.running:
+                resources = generate_spec(
+                    spec,
+                    container_id=c.id,
+                    rootfs="/",
+                    hostname=c.hostname,
+                    netns_path=None,
+                    cgroups_path=c.cgroups_path,
+                )["linux"]["resources"]
+                await self.runtime.update(c.id, resources)
+            c = self._save(replace(c, spec=spec))
+        self._publish(c, "update")
+        return []
+
+    # --------------------------------------------------------------- recovery
+    async def recover(self) -> None:
+        """After a (possibly crashed) restart: reattach to live containers, record missed exits."""
+        self.load()
+        known = set(self._containers)
+        for entry in (self.root / "containers").iterdir():
+            if entry.name not in known:
+                log.info("removing half-made container directory %s", entry.name)
+                unmount(entry / "rootfs")
+                shutil.rmtree(entry, ignore_errors=True)
+        for info in list(self.snapshotter.walk()):
+            if info.kind == "active" and len(info.key) == 64 and info.key not in known:
+                with contextlib.suppress(SkiffError):
+                    self.snapshotter.remove(info.key)
+        to_restart: list[Container] = []
+        for c in list(self._containers.values()):
+            if c.state.status == "removing":
+                await self.remove(c.id, force=True)
+                continue
+            if c.state.status not in ("running", "paused", "restarting"):
+                unmount(self.bundle(c.id) / "rootfs")
+                if self._restart_on_boot(c):
+                    to_restart.append(c)
+                continue
+            live = await self.runtime.state(c.id)
+            if live is not None and live.status in ("running", "paused"):
+                self._save(c.with_state(status=live.status, pid=live.pid))
+                self._watch(c.id)
+                for callback in self.on_started:
+                    callback(self._containers[c.id])
+                continue
+            status = self.runtime.exit_status(c.id) or ExitStatus(
+                exit_code=255, oom_killed=False, finished_at=now_rfc3339()
+            )
+            await self._on_exit(c.id, status)
+        for c in to_restart:
+            with contextlib.suppress(SkiffError):
+                await self.start(c.id)
+
+    @staticmethod
+    def _restart_on_boot(c: Container) -> bool:
+        name = c.spec.host.restart_policy.name
+        return c.has_been_started and not c.manually_stopped and name in ("always", "unless-stopped")
+
+    async def shutdown(self) -> None:
+        """Stop watching (containers keep running under conmon)."""
+        tasks: builtins.list[asyncio.Task[None]] = [*self._monitors.values(), *self._restart_tasks.values()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def now_nano(self) -> int:
+        return time.time_ns()

@@ -1,0 +1,75 @@
+"""Engine: builds and wires the services over one root directory."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from skiff.engine.containers import ContainerService
+from skiff.engine.events import EventBus
+from skiff.engine.execs import ExecService
+from skiff.engine.health import HealthMonitor
+from skiff.engine.images import ImageService
+from skiff.images.imagestore import ImageStore
+from skiff.runtime.runc import Runtime
+from skiff.store.content import ContentStore
+from skiff.store.metadata import MetadataDB
+from skiff.store.snapshots import OverlaySnapshotter
+
+log = logging.getLogger("skiff.engine")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Where things live and which runtime to use."""
+
+    root: Path = Path("/var/lib/skiff")
+    run_dir: Path = Path("/run/skiff")
+    runtime: str = "runc"
+    cgroup_parent: str = "skiff"
+
+
+class Engine:
+    """All engine services for one skiffd."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        root = config.root
+        root.mkdir(parents=True, exist_ok=True)
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+        self.db = MetadataDB(root / "metadata.db")
+        self.content = ContentStore(root / "content")
+        self.snapshotter = OverlaySnapshotter(root / "snapshots")
+        self.image_store = ImageStore(self.content, self.snapshotter, self.db)
+        self.events = EventBus(self.db)
+        self.runtime = Runtime(
+            state_dir=config.run_dir / "conmon",
+            runtime=config.runtime,
+            runtime_root=config.run_dir / config.runtime,
+        )
+        self.containers = ContainerService(
+            root=root,
+            db=self.db,
+            images=self.image_store,
+            snapshotter=self.snapshotter,
+            runtime=self.runtime,
+            events=self.events,
+            cgroup_parent=config.cgroup_parent,
+        )
+        self.images = ImageService(self.image_store, self.containers, self.events)
+        self.execs = ExecService(self.containers)
+        self.health = HealthMonitor(self.containers, self.execs)
+
+    async def start(self) -> None:
+        """Startup recovery: drop half-written state, reattach to live containers."""
+        removed = self.content.recover()
+        removed += self.snapshotter.recover()
+        self.image_store.recover()
+        if removed:
+            log.info("startup recovery removed %d half-written objects", removed)
+        await self.containers.recover()
+
+    async def stop(self) -> None:
+        await self.containers.shutdown()
+        self.db.close()
