@@ -1,0 +1,159 @@
+"""stop, restart, kill, rm, pause, unpause, wait, rename, update, port, top."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from skiff.cli.context import CliContext, ExitCode, error_text, for_each, pass_cli, usage_errors
+from skiff.cli.format.table import tabwrite
+from skiff.cli.options.body import Flags, resources
+from skiff.cli.options.flags import RESOURCE_OPTIONS, apply
+from skiff.cli.options.values import parse_restart
+from skiff.errors import InvalidArgument, SkiffError
+
+_REFS = click.argument("containers", nargs=-1, required=True)
+
+
+@click.command()
+@click.option("-t", "--time", "timeout", type=int, help="Seconds to wait before killing the container")
+@click.option("-s", "--signal", help="Signal to send to the container")
+@_REFS
+@pass_cli
+def stop(obj: CliContext, timeout: int | None, signal: str | None, containers: tuple[str, ...]) -> None:
+    """Stop one or more running containers."""
+    for_each(containers, lambda ref: obj.client.stop(ref, timeout, signal))
+
+
+@click.command()
+@click.option("-t", "--time", "timeout", type=int, help="Seconds to wait before killing the container")
+@click.option("-s", "--signal", help="Signal to send to the container")
+@_REFS
+@pass_cli
+def restart(obj: CliContext, timeout: int | None, signal: str | None, containers: tuple[str, ...]) -> None:
+    """Restart one or more containers."""
+    for_each(containers, lambda ref: obj.client.restart(ref, timeout, signal))
+
+
+@click.command()
+@click.option("-s", "--signal", default=None, help="Signal to send to the container (default KILL)")
+@_REFS
+@pass_cli
+def kill(obj: CliContext, signal: str | None, containers: tuple[str, ...]) -> None:
+    """Kill one or more running containers."""
+    for_each(containers, lambda ref: obj.client.kill(ref, signal))
+
+
+@click.command()
+@click.option("-f", "--force", is_flag=True, help="Force the removal of a running container (uses SIGKILL)")
+@click.option("-v", "--volumes", is_flag=True, help="Remove anonymous volumes associated with the container")
+@click.option("-l", "--link", is_flag=True, help="Remove the specified link (accepted)")
+@_REFS
+@pass_cli
+def rm(obj: CliContext, force: bool, volumes: bool, link: bool, containers: tuple[str, ...]) -> None:
+    """Remove one or more containers."""
+    for_each(containers, lambda ref: obj.client.remove_container(ref, force=force, volumes=volumes))
+
+
+@click.command()
+@_REFS
+@pass_cli
+def pause(obj: CliContext, containers: tuple[str, ...]) -> None:
+    """Pause all processes within one or more containers."""
+    for_each(containers, obj.client.pause)
+
+
+@click.command()
+@_REFS
+@pass_cli
+def unpause(obj: CliContext, containers: tuple[str, ...]) -> None:
+    """Unpause all processes within one or more containers."""
+    for_each(containers, obj.client.unpause)
+
+
+@click.command()
+@_REFS
+@pass_cli
+def wait(obj: CliContext, containers: tuple[str, ...]) -> None:
+    """Block until one or more containers stop, then print their exit codes."""
+
+    def one(ref: str) -> None:
+        click.echo(obj.client.wait(ref).result().get("StatusCode", 0))
+
+    for_each(containers, one, echo=False)
+
+
+@click.command()
+@click.argument("container")
+@click.argument("new_name")
+@pass_cli
+def rename(obj: CliContext, container: str, new_name: str) -> None:
+    """Rename a container."""
+    obj.client.rename(container, new_name)
+
+
+@click.command()
+@apply(RESOURCE_OPTIONS)
+@_REFS
+@pass_cli
+def update(obj: CliContext, /, containers: tuple[str, ...], **params: Any) -> None:
+    """Update configuration (resources, restart policy) of one or more containers."""
+    with usage_errors():
+        body = resources(Flags(params))
+        if params.get("restart"):
+            body["RestartPolicy"] = parse_restart(str(params["restart"]))
+        if not body:
+            raise InvalidArgument("you must provide one or more flags when using this command")
+    for_each(containers, lambda ref: _update_one(obj, ref, body))
+
+
+def _update_one(obj: CliContext, ref: str, body: dict[str, Any]) -> None:
+    for warning in obj.client.update(ref, body).get("Warnings") or []:
+        click.echo(f"WARNING: {warning}", err=True)
+
+
+@click.command()
+@click.argument("container")
+@click.argument("private_port", required=False)
+@pass_cli
+def port(obj: CliContext, container: str, private_port: str | None) -> None:
+    """List port mappings or a specific mapping for the container."""
+    ports = obj.client.inspect_container(container).get("NetworkSettings", {}).get("Ports") or {}
+    wanted = None
+    if private_port:
+        wanted = private_port if "/" in private_port else f"{private_port}/tcp"
+        if wanted not in ports:
+            raise SkiffError(f"No public port '{wanted}' published for {container}")
+    for key in sorted(ports, key=lambda k: (int(k.split("/")[0]), k)):
+        for binding in ports[key] or []:
+            hostport = f"{binding.get('HostIp') or '0.0.0.0'}:{binding.get('HostPort')}"
+            if wanted is None:
+                click.echo(f"{key} -> {hostport}")
+            elif key == wanted:
+                click.echo(hostport)
+
+
+@click.command(context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})
+@click.argument("container")
+@click.argument("ps_args", nargs=-1, type=click.UNPROCESSED)
+@pass_cli
+def top(obj: CliContext, container: str, ps_args: tuple[str, ...]) -> None:
+    """Display the running processes of a container.
+
+    Usage: skiff top CONTAINER [ps OPTIONS]
+    """
+    try:
+        result = obj.client.top(container, " ".join(ps_args) or None)
+    except SkiffError as exc:
+        click.echo(error_text(exc), err=True)
+        raise ExitCode(1) from exc
+    lines = ["\t".join(result.get("Titles") or [])]
+    lines += ["\t".join(str(c) for c in row) for row in result.get("Processes") or []]
+    click.echo(tabwrite("\n".join(lines), minwidth=1))
+
+
+def register(group: click.Group) -> None:
+    """Add this module's commands to ``group``."""
+    for command in (stop, restart, kill, rm, pause, unpause, wait, rename, update, port, top):
+        group.add_command(command)
