@@ -241,8 +241,8 @@ def _extract_member(ex: _Extractor, tf: tarfile.TarFile, m: tarfile.TarInfo) -> 
         link_parts = tuple(_clean_name(m.linkname))
         if not link_parts:
             raise InvalidArgument(f"refusing layer: hard link {m.name!r} has an empty target")
-        link_parent = ex.dir_fd(link_parts[:-1], create=False)
         try:
+            link_parent = ex.dir_fd(link_parts[:-1], create=False)
             os.link(link_parts[-1], base, src_dir_fd=link_parent, dst_dir_fd=parent_fd, follow_symlinks=False)
         except FileNotFoundError:
             raise InvalidArgument(
