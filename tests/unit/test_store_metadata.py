@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,9 +37,9 @@ def _rec(image_id: str = IMG, **kw: object) -> ImageRecord:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> MetadataDB:
+def db(tmp_path: Path) -> Iterator[MetadataDB]:
     d = MetadataDB(tmp_path / "metadata.db")
-    yield d  # type: ignore[misc]
+    yield d
     d.close()
 
 

@@ -269,7 +269,7 @@ def apply_layer(tar_stream: BinaryIO, target: Path) -> ApplyResult:
     size = 0
     try:
         try:
-            tf = tarfile.open(fileobj=hashing, mode="r|", errorlevel=2)  # type: ignore[call-overload]  # noqa: SIM115
+            tf = tarfile.open(fileobj=hashing, mode="r|", errorlevel=2)  # type: ignore[call-overload]
         except tarfile.ReadError as e:
             if hashing.count == 0:
                 tf = None  # an empty stream is an empty layer
@@ -365,7 +365,7 @@ def diff_tar(upper: Path, out: BinaryIO) -> ApplyResult:
                 else:
                     links[key] = rel
                     ti.size = st.st_size
-                    fileobj = open(full, "rb")  # noqa: SIM115 - closed below
+                    fileobj = open(full, "rb")
                     size += st.st_size
             elif stat.S_ISDIR(st.st_mode):
                 ti.type = tarfile.DIRTYPE

@@ -67,7 +67,7 @@ class ContentWriter:
         self._size = 0
         self._dir = store.root / "ingest" / secrets.token_hex(16)
         self._dir.mkdir(parents=True)
-        self._file: BinaryIO | None = open(self._dir / "data", "wb")  # noqa: SIM115 - closed in commit/discard
+        self._file: BinaryIO | None = open(self._dir / "data", "wb")
         self._done = False
 
     @property

@@ -173,7 +173,8 @@ class MetadataDB:
         """Record a committed layer's uncompressed content size."""
         with self._txn() as db:
             db.execute(
-                "INSERT OR REPLACE INTO layers (chain_id, diff_id, size) VALUES (?, ?, ?)", (chain_id, diff_id, size)
+                "INSERT OR REPLACE INTO layers (chain_id, diff_id, size) VALUES (?, ?, ?)",
+                (chain_id, diff_id, size),
             )
 
     def layer_size(self, chain_id: str) -> int | None:

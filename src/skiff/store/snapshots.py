@@ -229,22 +229,19 @@ class OverlaySnapshotter:
         return self._dir(self.stat(key).id) / "fs"
 
     def usage(self, key: str) -> int:
-        """Bytes of files in the snapshot's own fs dir (hard links counted once)."""
-        seen: set[tuple[int, int]] = set()
+        """Bytes of files in the snapshot's own fs dir (hard links counted once, dirs not counted)."""
+        seen: set[int] = set()
         total = 0
         for dirpath, dirnames, filenames in os.walk(self.upper_dir(key)):
-            for name in filenames + dirnames:
+            # os.walk files symlinks to directories under dirnames; they are entries too.
+            links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+            for name in filenames + links:
                 try:
                     st = os.lstat(os.path.join(dirpath, name))
                 except FileNotFoundError:
-                    continue
-                ident = (st.st_dev, st.st_ino)
-                if ident in seen:
-                    continue
-                seen.add(ident)
-                if not os.path.isdir(os.path.join(dirpath, name)) or os.path.islink(
-                    os.path.join(dirpath, name)
-                ):
+                    continue  # removed while we walked (a running container)
+                if st.st_ino not in seen:
+                    seen.add(st.st_ino)
                     total += st.st_size
         return total
 
