@@ -72,9 +72,17 @@ class FakeDaemon:
                 status, payload = (
                     route(query, body) if route else (404, {"message": f"page not found: {path}"})
                 )
-                data = b"" if payload is None else json.dumps(payload).encode()
                 if isinstance(payload, bytes):
                     data = payload
+                else:
+                    data = b"" if payload is None else json.dumps(payload).encode()
+                if status == 101:
+                    # Hijack: headers and the first output in one write, then close the stream.
+                    head = b"HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.raw-stream\r\n"
+                    self.wfile.write(head + b"Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n" + data)
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -245,3 +253,28 @@ def test_daemon_down_message(tmp_path: Path) -> None:
     result = runner.invoke(_entry, [f"unix://{sock}", "ps"], catch_exceptions=False)
     assert result.exit_code == 1
     assert f"Cannot connect to the skiff daemon at unix://{sock}. Is skiffd running?" in result.output
+
+
+def test_run_attached_demuxes_output_and_exits_with_container_code(
+    daemon: FakeDaemon, capfdbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    from skiff.client.streams import encode_frame
+
+    daemon.route("POST", "/containers/create", 201, {"Id": CID, "Warnings": []})
+    daemon.route("POST", f"/containers/{CID}/wait", 200, {"StatusCode": 3, "Error": None})
+    daemon.route("POST", f"/containers/{CID}/start", 204, None)
+    # The hijacked attach: 101, then frames right behind the headers (same segment), then close.
+    daemon.routes[("POST", f"/containers/{CID}/attach")] = lambda q, b: (
+        101,
+        encode_frame(1, b"out line\n") + encode_frame(2, b"err line\n"),
+    )
+    code = run(["-H", f"unix://{daemon.server.server_address}", "run", "--rm", "busybox", "sh", "-c", "x"])
+    captured = capfdbinary.readouterr()
+    assert code == 3
+    assert captured.out == b"out line\n"
+    assert captured.err == b"err line\n"
+    paths = [r[1] for r in daemon.requests]
+    assert paths[:2] == ["/containers/create", f"/containers/{CID}/attach"]
+    assert paths.index(f"/containers/{CID}/wait") < paths.index(f"/containers/{CID}/start")
+    wait_query = next(r[2] for r in daemon.requests if r[1].endswith("/wait"))
+    assert wait_query["condition"] == ["removed"]
