@@ -197,3 +197,54 @@ def test_crash_during_import_leaves_no_partial_image(tmp_path: Path) -> None:
     finally:
         store.db.close()
         store.snapshotter.close()
+
+
+def test_commit_container_changes_as_new_layer(store: ImageStore, tmp_path: Path) -> None:
+    from skiff.store.snapshots import mount_all, unmount
+
+    base = store.import_image(io.BytesIO(TAR), repo_tag="base")
+    top = store.top_layer(base)
+    store.snapshotter.prepare("skiff-ctr", top)
+    mnt = tmp_path / "skiff-mnt"
+    mnt.mkdir()
+    mount_all(store.snapshotter.mounts("skiff-ctr"), mnt)
+    try:
+        (mnt / "etc/conf").unlink()
+        (mnt / "added").write_bytes(b"new")
+    finally:
+        unmount(mnt)
+    diff_id, chain, size = store.import_diff(store.snapshotter.upper_dir("skiff-ctr"), top)
+    assert size == 3
+    committed = store.create_image(
+        ImageConfig(cmd=("sh",)), [*base.diff_ids, diff_id], repo_tags=("committed",)
+    )
+    assert committed.chain_ids == (*base.chain_ids, chain)
+    view = store.snapshotter.view("skiff-view", chain)
+    mount_all(view, mnt)
+    try:
+        assert (mnt / "added").read_bytes() == b"new"
+        assert not (mnt / "etc/conf").exists()
+        assert (mnt / "bin/app").exists()
+    finally:
+        unmount(mnt)
+    # The regenerated tar of the new layer re-imports to the same diff_id.
+    out = io.BytesIO()
+    assert store.layer_tar(chain, out).diff_id == diff_id
+    with pytest.raises(NotFound):
+        store.layer_tar("sha256:" + "0" * 64, io.BytesIO())
+
+
+def test_register_config_merges_repo_digests(store: ImageStore) -> None:
+    rec = store.import_image(io.BytesIO(TAR), created="2024-01-01T00:00:00Z")
+    blob = store.config_blob(rec.id)
+    d1 = "a/x@sha256:" + "1" * 64
+    d2 = "b/y@sha256:" + "2" * 64
+    store.register_config(
+        blob, repo_tags=("a/x:1",), repo_digests=(d1,), manifest_digest="sha256:" + "1" * 64
+    )
+    again = store.register_config(blob, repo_digests=(d2, d1))
+    assert again.id == rec.id
+    assert again.repo_digests == (d1, d2)
+    assert again.manifest_digest == "sha256:" + "1" * 64
+    assert store.get(d2).id == rec.id
+    assert store.get("a/x:1").id == rec.id

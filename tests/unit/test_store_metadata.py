@@ -136,3 +136,10 @@ def test_wal_mode_and_persistence(tmp_path: Path) -> None:
     assert d2.resolve_tag("keep:1") == IMG
     assert d2._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     d2.close()
+
+
+def test_replacing_an_image_keeps_its_tags(db: MetadataDB) -> None:
+    db.put_image_tagged(_rec(), ("t:1",))
+    db.put_image(_rec(size=99))
+    assert db.get_image(IMG).repo_tags == ("t:1",)
+    assert db.get_image(IMG).size == 99

@@ -17,15 +17,18 @@ image; :meth:`ImageStore.recover` removes half-imported snapshots and layers no 
 from __future__ import annotations
 
 import builtins
+import os
 import re
 import secrets
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import BinaryIO
 
 from skiff.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from skiff.images.changes import apply_changes
-from skiff.images.layers import apply_layer
+from skiff.images.layers import ApplyResult, apply_layer, diff_tar
 from skiff.images.oci import ConfigDocument, build_config, chain_id, chain_ids, parse_config
 from skiff.images.reference import normalize_tag, parse_reference
 from skiff.store.content import ContentStore
@@ -78,6 +81,43 @@ class ImageStore:
             raise
         return result.diff_id, cid, result.size
 
+    def import_diff(self, upper: Path, parent_chain_id: str | None) -> tuple[str, str, int]:
+        """Turn a directory of changes (a container's upper dir) into a layer on ``parent_chain_id``.
+
+        For ``commit`` and builds: the diff is streamed as a tar through a pipe straight into
+        :meth:`import_layer`, never held in memory or on disk. Pause the container first.
+        """
+        r, w = os.pipe()
+        errors: list[BaseException] = []
+
+        def produce() -> None:
+            try:
+                with open(w, "wb") as out:
+                    diff_tar(upper, out)
+            except BaseException as e:  # re-raised in the caller's thread below
+                errors.append(e)
+
+        t = threading.Thread(target=produce, name="skiff-diff-tar", daemon=True)
+        t.start()
+        try:
+            with open(r, "rb") as stream:
+                result = self.import_layer(stream, parent_chain_id)
+        finally:
+            t.join()  # the read end is closed: a blocked writer gets EPIPE and ends
+        if errors:
+            raise errors[0]
+        return result
+
+    def layer_tar(self, chain: str, out: BinaryIO) -> ApplyResult:
+        """Write committed layer ``chain`` as an uncompressed OCI layer tar (for save/push).
+
+        Regenerated from the snapshot (see the module docstring): deterministic, but its digest
+        may differ from the diff_id of the tar originally imported.
+        """
+        if not self.has_layer(chain):
+            raise NotFound(f"layer {chain}: not found")
+        return diff_tar(self.snapshotter.upper_dir(chain), out)
+
     def has_layer(self, chain: str) -> bool:
         """True if a committed layer with this chain ID exists."""
         return self.snapshotter.exists(chain) and self.snapshotter.stat(chain).kind == COMMITTED
@@ -96,7 +136,7 @@ class ImageStore:
         created: str | None = None,
         repo_tags: Sequence[str] = (),
         architecture: str = "amd64",
-        os: str = "linux",
+        os_name: str = "linux",
     ) -> ImageRecord:
         """Write the OCI config blob and record the image (and ``repo_tags``) in one transaction."""
         doc = ConfigDocument(
@@ -107,13 +147,24 @@ class ImageStore:
             author=author,
             comment=comment,
             architecture=architecture,
-            os=os,
+            os=os_name,
             parent=parent,
         )
         return self.register_config(build_config(doc), repo_tags=repo_tags)
 
-    def register_config(self, blob: bytes, *, repo_tags: Sequence[str] = ()) -> ImageRecord:
-        """Record an image from a config blob whose layers are all present (e.g. after a pull/load)."""
+    def register_config(
+        self,
+        blob: bytes,
+        *,
+        repo_tags: Sequence[str] = (),
+        repo_digests: Sequence[str] = (),
+        manifest_digest: str = "",
+    ) -> ImageRecord:
+        """Record an image from a config blob whose layers are all present (e.g. after a pull/load).
+
+        ``repo_digests`` (``name@sha256:...``) are added to those the image already has, so
+        pulling the same image from two repositories keeps both.
+        """
         doc = parse_config(blob)
         chains = chain_ids(doc.diff_ids)
         for c in chains:
@@ -121,6 +172,13 @@ class ImageStore:
                 raise NotFound(f"layer {c} of the image is not in the store; import its layers first")
         info = self.content.put(blob)
         tags = tuple(normalize_tag(t) for t in repo_tags)
+        digests = list(repo_digests)
+        try:
+            existing = self.db.get_image(info.digest)
+            digests = [*existing.repo_digests, *(d for d in digests if d not in existing.repo_digests)]
+            manifest_digest = manifest_digest or existing.manifest_digest
+        except NotFound:
+            pass
         rec = ImageRecord(
             id=info.digest,
             config=doc.config,
@@ -135,6 +193,8 @@ class ImageStore:
             size=sum(self.db.layer_size(c) or 0 for c in chains),
             parent=doc.parent,
             repo_tags=tags,
+            repo_digests=tuple(digests),
+            manifest_digest=manifest_digest,
         )
         self.db.put_image_tagged(rec, tags)
         return self.db.get_image(rec.id)

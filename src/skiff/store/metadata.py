@@ -98,7 +98,8 @@ class MetadataDB:
         created = rec.created or datetime.now(UTC).isoformat()
         with self._txn() as db:
             db.execute(
-                "INSERT OR REPLACE INTO images (id, data, created) VALUES (?, ?, ?)",
+                "INSERT INTO images (id, data, created) VALUES (?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET data = excluded.data, created = excluded.created",
                 (rec.id, record_to_json(rec), created),
             )
 
@@ -107,7 +108,8 @@ class MetadataDB:
         created = rec.created or datetime.now(UTC).isoformat()
         with self._txn() as db:
             db.execute(
-                "INSERT OR REPLACE INTO images (id, data, created) VALUES (?, ?, ?)",
+                "INSERT INTO images (id, data, created) VALUES (?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET data = excluded.data, created = excluded.created",
                 (rec.id, record_to_json(rec), created),
             )
             for ref in refs:
