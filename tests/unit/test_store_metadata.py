@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,6 +141,6 @@ def test_wal_mode_and_persistence(tmp_path: Path) -> None:
 
 def test_replacing_an_image_keeps_its_tags(db: MetadataDB) -> None:
     db.put_image_tagged(_rec(), ("t:1",))
-    db.put_image(_rec(size=99))
+    db.put_image(dataclasses.replace(_rec(), size=99))
     assert db.get_image(IMG).repo_tags == ("t:1",)
     assert db.get_image(IMG).size == 99
