@@ -15,7 +15,7 @@ import threading
 import time
 from contextlib import ExitStack
 
-from bench.common import figure, write_result
+from bench.common import brief, figure, write_result
 from bench.peers import Peer, docker_peer, skiff_peer
 
 RUN_ARGS = ("--rm", "--network", "none", "busybox", "true")
@@ -64,7 +64,7 @@ def main() -> None:
             try:
                 peers[name] = stack.enter_context(setup())
             except Exception as exc:
-                notes.append(f"{name}: not measured ({str(exc).splitlines()[0]})")
+                notes.append(f"{name}: not measured ({brief(exc)})")
                 print(f"! {notes[-1]}")
         for _ in range(args.rounds):
             for name, peer in peers.items():

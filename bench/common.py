@@ -262,3 +262,9 @@ def print_series(title: str, series: dict[str, Summary]) -> None:
     for name, s in series.items():
         table.add_row(name, *(str(v) for v in (s.n, s.p50, s.p95, s.mean, s.min, s.max)))
     Console().print(table)
+
+
+def brief(exc: BaseException) -> str:
+    """First and last line of an error (for a daemon that died: the cause is at the log's end)."""
+    lines = [line for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    return lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1].strip()}"

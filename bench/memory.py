@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
-from bench.common import RUN_ID, figure, parent_pid, pss_kb, rss_kb, write_result
+from bench.common import RUN_ID, brief, figure, parent_pid, pss_kb, rss_kb, write_result
 from bench.peers import Peer, docker_peer, podman_peer, skiff_peer
 
 
@@ -91,7 +91,7 @@ def main() -> None:
                 results[name] = measure(peer, args.count, args.max_seconds)
                 print(f"{name}: {results[name]}")
         except Exception as exc:
-            notes.append(f"{name}: not measured ({str(exc).splitlines()[0]})")
+            notes.append(f"{name}: not measured ({brief(exc)})")
             print(f"! {notes[-1]}")
 
     skiff = results.get("skiff", {})

@@ -315,6 +315,9 @@ def skiff_peer(runtime: str = "runc") -> Iterator[Peer]:
         if flag in helptext:
             argv.append(f"{flag}={SKIFF_DIR}/run")
             break
+    cgroup = f"skiff-bench-skiff-{RUN_ID}"
+    if "--cgroup-parent" in helptext:
+        argv.append(f"--cgroup-parent={cgroup}")
     log = (SKIFF_DIR / "skiffd.log").open("wb")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     peer = Peer("skiff", [docker_cli()], _client_env(sock, SKIFF_DIR / "client"), socket=str(sock))
@@ -328,6 +331,7 @@ def skiff_peer(runtime: str = "runc") -> Iterator[Peer]:
             _stop_pid(proc)
             log.close()
             unmount_all_under(SKIFF_DIR)
+            remove_cgroups(cgroup)
             shutil.rmtree(SKIFF_DIR, ignore_errors=True)
 
     with _guarded(cleanup):

@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
-from bench.common import RUN_ID, api_call, figure, print_series, ratio, summarize, write_result
+from bench.common import RUN_ID, api_call, brief, figure, print_series, ratio, summarize, write_result
 from bench.peers import Peer, docker_peer, skiff_peer
 
 
@@ -72,7 +72,7 @@ def main() -> None:
                     notes.append(f"{name}: only {len(made)} containers created within --max-seconds")
                 peers[name] = peer
             except Exception as exc:
-                notes.append(f"{name}: not measured ({str(exc).splitlines()[0]})")
+                notes.append(f"{name}: not measured ({brief(exc)})")
                 print(f"! {notes[-1]}")
         for _ in range(args.runs):
             for name, peer in peers.items():

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 
-from bench.common import figure, print_series, ratio, summarize, timed_run, write_result
+from bench.common import brief, figure, print_series, ratio, summarize, timed_run, write_result
 from bench.peers import docker_peer, podman_peer, runc_bundle, skiff_peer, skiff_peer_cli
 
 RUN_ARGS = ("--rm", "--network", "none", "busybox", "true")
@@ -40,7 +40,7 @@ def main() -> None:
             try:
                 commands.update(setup())
             except Exception as exc:  # a missing peer is reported, the others still run
-                notes.append(f"{name}: not measured ({str(exc).splitlines()[0]})")
+                notes.append(f"{name}: not measured ({brief(exc)})")
                 print(f"! {notes[-1]}")
 
         for run in commands.values():
