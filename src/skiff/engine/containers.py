@@ -199,7 +199,17 @@ class ContainerService:
             if c.state.status == "removing":
                 raise Conflict(f"container {c.id} is marked for removal and cannot be started")
             self._cancel_restart(c.id)
-            await self._start_locked(c)
+            try:
+                await self._start_locked(c)
+                return
+            except SkiffError as exc:
+                if not c.spec.host.auto_remove:
+                    raise
+                error = exc
+        # As dockerd: a container that was to be removed on exit is removed when it cannot start.
+        with contextlib.suppress(SkiffError):
+            await self.remove(c.id, force=True)
+        raise error
 
     async def _start_locked(self, c: Container) -> None:
         bundle = self.bundle(c.id)
