@@ -1,0 +1,1 @@
+"""The runtime layer: OCI spec generation, runc + conmon driving, logs, cgroup stats."""
