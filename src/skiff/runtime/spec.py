@@ -216,7 +216,8 @@ def _namespaces(host: HostConfig, netns_path: str | None, paths: Mapping[str, st
         namespaces.append({"type": "uts"})
     if host.network_mode != "host":
         net = {"type": "network"}
-        if netns_path and host.network_mode != "none":
+        # "none" and bridge modes alike: the engine may hand us a prepared netns (lo only for none).
+        if netns_path:
             net["path"] = netns_path
         namespaces.append(net)
     if _cgroup_v2_only():
