@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PKGS := runc crun conmon containernetworking-plugins iptables busybox-static debootstrap \
-            skopeo procps iproute2 python3-venv util-linux
+            skopeo procps iproute2 python3-venv util-linux tini
 PYTEST_ARGS ?=
 
 .PHONY: deps venv lint typecheck test test-unit test-integration test-e2e demo clean
