@@ -329,3 +329,36 @@ async def test_delete_leaves_nothing(env: Env) -> None:
     assert cid not in await env.runtime.recover()
     assert not (env.base / "runc" / cid).exists()
     assert not any((CGROUP_ROOT / c / env.cgroup(cid).strip("/")).exists() for c in ("memory", "cpu", "pids"))
+
+
+@aio
+async def test_init_user_and_tty_resize(env: Env) -> None:
+    if not Path("/usr/bin/tini-static").exists():
+        pytest.skip("tini not installed")
+    cid = f"skiff-test-{uuid.uuid4().hex[:10]}"
+    spec = ContainerSpec(
+        image="busybox",
+        cmd=(
+            "sh",
+            "-c",
+            "sleep 1; echo pid1 $(tr '\\0' ' ' < /proc/1/cmdline); echo size $(stty size); id -u",
+        ),
+        tty=True,
+        host=HostConfig(init=True),
+    )
+    config = generate_spec(
+        spec, container_id=cid, rootfs=str(env.rootfs), hostname="h", netns_path=None,
+        cgroups_path=env.cgroup(cid), uid=65534, gid=65534,
+    )  # fmt: skip
+    bundle = env.base / "bundles" / cid
+    bundle.mkdir(parents=True)
+    (bundle / "config.json").write_text(json.dumps(config))
+    (env.base / "logs").mkdir(exist_ok=True)
+    await env.runtime.create(cid, bundle, tty=True, stdin=False, log_path=env.log(cid))
+    await env.runtime.start(cid)
+    await env.runtime.resize(cid, 33, 101)
+    assert (await asyncio.wait_for(env.runtime.wait_exit(cid), 30)).exit_code == 0
+    out = output(env, cid).replace("\r", "")
+    assert "pid1 /sbin/docker-init -- sh -c" in out
+    assert "size 33 101" in out
+    assert out.strip().endswith("65534")
