@@ -130,14 +130,18 @@ def test_images_tag_rmi_history(daemon: Daemon) -> None:
 
 
 def test_rmi_refused_while_in_use(daemon: Daemon) -> None:
-    ok(daemon, "tag", "busybox", "skiff-e2e/inuse:1")
-    cid = ok(daemon, "create", "skiff-e2e/inuse:1", "true").strip()
+    # Removing one of several tags only untags (as Docker); an image's last tag is protected.
+    ok(daemon, "import", "-c", 'CMD ["true"]', "-", "skiff-e2e/inuse:1", input=_rootfs_tar())
+    cid = ok(daemon, "create", "skiff-e2e/inuse:1").strip()
     try:
         r = daemon.skiff("rmi", "skiff-e2e/inuse:1")
-        assert r.returncode != 0 and b"container" in r.stderr
+        assert r.returncode != 0 and b"container" in r.stderr, r
+        forced = ok(daemon, "rmi", "-f", "skiff-e2e/inuse:1")
+        assert "Untagged: skiff-e2e/inuse:1" in forced and "Deleted" not in forced
+        assert ok(daemon, "inspect", "-f", "{{.State.Status}}", cid).strip() == "created"
     finally:
         ok(daemon, "rm", cid)
-    ok(daemon, "rmi", "skiff-e2e/inuse:1")
+    assert ok(daemon, "image", "prune", "-f")
 
 
 def _rootfs_tar() -> bytes:

@@ -49,7 +49,8 @@ def test_oom_kill_is_reported(daemon: Daemon) -> None:
 
 def test_pids_limit_contains_fork_bomb(daemon: Daemon) -> None:
     api = daemon.client()
-    bomb = "b() { b | b & }; b"
+    # PID 1 must outlive the bomb (its exit would end the container): it execs into sleep.
+    bomb = "b() { b | b & }; b; exec sleep 60"
     cid = _run(api, ["sh", "-c", bomb], host_config=api.create_host_config(pids_limit=32))
     try:
         time.sleep(2)
@@ -66,7 +67,7 @@ def test_pids_limit_is_enforced_while_running(daemon: Daemon) -> None:
     api = daemon.client()
     cid = _run(
         api,
-        ["sh", "-c", "for i in $(seq 1 100); do sleep 60 & done; sleep 60"],
+        ["sh", "-c", "(for i in $(seq 1 100); do sleep 60 & done) 2>/dev/null; exec sleep 60"],
         host_config=api.create_host_config(pids_limit=16),
     )
     try:

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from aiohttp import web
 
@@ -14,7 +16,7 @@ from skiff.api.convert import spec_from_create, update_host_config
 from skiff.api.filters import check_container_filters, container_matches
 from skiff.api.render import container_inspect, container_summary, parse_time
 from skiff.api.stats import stats_json
-from skiff.api.streams import STDERR, STDOUT, frame, hijack
+from skiff.api.streams import STDERR, STDOUT, RawConnection, frame, hijack
 from skiff.errors import InvalidArgument, SkiffError
 from skiff.runtime.cgroups import list_pids, top
 from skiff.runtime.logs import follow_log, iter_log
@@ -191,7 +193,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
         stop = asyncio.Event()
         exit_fut = engine.containers.wait_future(c.id, "not-running")
         exit_fut.add_done_callback(lambda _f: stop.set())
-        async for line in follow_log(path, since_nano=since, until_nano=until, tail=tail, stop=stop):
+        async for line in follow_log(path, stop, since_nano=since, until_nano=until, tail=tail):
             await emit(line.stream, line.data, line.time_nano)
     elif path.exists():
         for line in await asyncio.to_thread(
@@ -278,7 +280,22 @@ async def attach(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def pump(raw, attached, send, want_stdin: bool, close_stdin: bool = True) -> None:  # type: ignore[no-untyped-def]
+class ProcessStream(Protocol):
+    """What attach and exec streams from the runtime offer."""
+
+    async def read(self) -> tuple[int, bytes] | None: ...
+    async def write(self, data: bytes) -> None: ...
+    def close_stdin(self) -> None: ...
+    def close(self) -> None: ...
+
+
+async def pump(
+    raw: RawConnection,
+    attached: ProcessStream,
+    send: Callable[[int, bytes], Awaitable[bool]],
+    want_stdin: bool,
+    close_stdin: bool = True,
+) -> None:
     """Copy output to the client and the client's input to the process until output ends."""
 
     async def client_to_process() -> None:
@@ -287,7 +304,7 @@ async def pump(raw, attached, send, want_stdin: bool, close_stdin: bool = True) 
             if data is None:
                 if close_stdin:
                     with contextlib.suppress(SkiffError, OSError):
-                        await attached.close_stdin()
+                        attached.close_stdin()
                 return
             if want_stdin:
                 with contextlib.suppress(SkiffError, OSError):
@@ -307,7 +324,7 @@ async def pump(raw, attached, send, want_stdin: bool, close_stdin: bool = True) 
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader
         with contextlib.suppress(SkiffError, OSError):
-            await attached.close()
+            attached.close()
 
 
 async def prune(request: web.Request) -> web.Response:

@@ -237,7 +237,12 @@ class ContainerService:
             os.replace(tmp, bundle / "config.json")
             await self.runtime.delete(c.id, force=True)
             pid = await self.runtime.create(
-                c.id, bundle, tty=c.spec.tty, stdin=c.spec.open_stdin, log_path=self.log_path(c.id)
+                c.id,
+                bundle,
+                tty=c.spec.tty,
+                stdin=c.spec.open_stdin,
+                stdin_once=c.spec.stdin_once,
+                log_path=self.log_path(c.id),
             )
             await self._connect_pending_attaches(c.id)
             await self.runtime.start(c.id)

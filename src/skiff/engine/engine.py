@@ -62,13 +62,13 @@ class Engine:
         self.health = HealthMonitor(self.containers, self.execs)
 
     async def start(self) -> None:
-        """Startup recovery: drop half-written state, reattach to live containers."""
-        removed = self.content.recover()
-        removed += self.snapshotter.recover()
-        self.image_store.recover()
-        if removed:
-            log.info("startup recovery removed %d half-written objects", removed)
+        """Startup recovery: drop half-written state, reattach to live containers.
+
+        Order matters: half-made containers go first (their snapshots pin layers), then
+        the image store drops leftover ingests, half-extracted layers and unused layers.
+        """
         await self.containers.recover()
+        self.image_store.recover()
 
     async def stop(self) -> None:
         await self.containers.shutdown()

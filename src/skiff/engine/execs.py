@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import secrets
+import signal
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -144,7 +146,7 @@ class ExecService:
         state = self.get(exec_id)
         if state.process is None or not state.running:
             raise Conflict(f"Exec {exec_id} is not running")
-        await state.process.resize(height, width)
+        state.process.resize(height, width)
 
     async def run(self, ref: str, cmd: tuple[str, ...], timeout: float) -> tuple[int, str]:
         """Run a command to completion (health checks); returns (exit code, combined output)."""
@@ -165,8 +167,10 @@ class ExecService:
             try:
                 code = await asyncio.wait_for(collect(), timeout)
             except TimeoutError:
-                with contextlib.suppress(SkiffError, ProcessLookupError):
-                    await process.kill()
+                # runc reports the host pid of the exec'd process.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGKILL)
+                process.close()
                 return -1, f"Health check exceeded timeout ({timeout:g}s)"
             return code, b"".join(chunks).decode(errors="replace")[-4096:]
         finally:
