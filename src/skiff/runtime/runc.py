@@ -189,8 +189,11 @@ class Runtime:
         sync_r, sync_w = os.pipe()
         try:
             with open(cdir / "conmon.log", "ab") as conmon_log:
+                # conmon also drops an "oom" marker into its working directory (CRI-O's
+                # convention), so it runs in the container's state dir, never skiffd's cwd.
                 proc = await asyncio.create_subprocess_exec(
                     *args,
+                    cwd=str(cdir),
                     env={**os.environ, "_OCI_SYNCPIPE": str(sync_w)},
                     pass_fds=(sync_w,),
                     stdin=asyncio.subprocess.DEVNULL,
