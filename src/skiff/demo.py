@@ -108,8 +108,9 @@ def run_demo() -> None:
         skiff("image", "bootstrap", "busybox")
     skiff("images")
     heading("3. a web server with limits: 64 MiB, half a CPU, 64 processes, no network")
-    web = 'mkdir -p /www && echo "hello from skiff" > /www/index.html && httpd -f -p 8080 -h /www'
-    limits = ("-m", "64m", "--cpus", "0.5", "--pids-limit", "64", "--network", "none")
+    web = 'mkdir -p /www && echo "hello from skiff" > /www/index.html && exec httpd -f -p 8080 -h /www'
+    # --init: tini is PID 1 and passes SIGTERM on, so `stop` is graceful instead of a 10 s wait.
+    limits = ("--init", "-m", "64m", "--cpus", "0.5", "--pids-limit", "64", "--network", "none")
     skiff("run", "-d", "--name", NAME, *limits, "busybox", "sh", "-c", web)
     heading("4. it answers, from inside its own network namespace (loopback only)")
     serve_and_fetch()

@@ -143,8 +143,14 @@ def test_attach_before_start_gets_all_output(api: docker.APIClient) -> None:
 
 def test_stdin_is_delivered_and_eof_closes_it(api: docker.APIClient) -> None:
     # docker-py's create_container has no StdinOnce: send the body the docker CLI sends for `run -i`.
-    body = {"Image": "busybox", "Cmd": ["sh", "-c", "cat; echo done"], "OpenStdin": True, "StdinOnce": True,
-            "AttachStdin": True, "AttachStdout": True}
+    body = {
+        "Image": "busybox",
+        "Cmd": ["sh", "-c", "cat; echo done"],
+        "OpenStdin": True,
+        "StdinOnce": True,
+        "AttachStdin": True,
+        "AttachStdout": True,
+    }
     cid = api._result(api._post_json(api._url("/containers/create"), data=body), True)["Id"]
     api._skiff_made.append(cid)  # type: ignore[attr-defined]
     sock = api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stream": 1})

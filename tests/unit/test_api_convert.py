@@ -21,15 +21,31 @@ from skiff.types.codec import decode, to_plain
 #   --restart on-failure:3 --cap-add NET_ADMIN --ulimit nofile=1024:2048 -p 8080:80 busybox httpd -f`
 # sends (trimmed to the fields skiff reads, plus one unknown field newer clients send).
 DOCKER_CLI_BODY = {
-    "Hostname": "", "User": "", "AttachStdin": False, "AttachStdout": False, "AttachStderr": False,
-    "ExposedPorts": {"80/tcp": {}}, "Tty": False, "OpenStdin": False, "StdinOnce": False,
-    "Env": ["A=1"], "Cmd": ["httpd", "-f"], "Image": "busybox", "Volumes": None, "WorkingDir": "",
-    "Entrypoint": None, "Labels": {"tier": "web"},
+    "Hostname": "",
+    "User": "",
+    "AttachStdin": False,
+    "AttachStdout": False,
+    "AttachStderr": False,
+    "ExposedPorts": {"80/tcp": {}},
+    "Tty": False,
+    "OpenStdin": False,
+    "StdinOnce": False,
+    "Env": ["A=1"],
+    "Cmd": ["httpd", "-f"],
+    "Image": "busybox",
+    "Volumes": None,
+    "WorkingDir": "",
+    "Entrypoint": None,
+    "Labels": {"tier": "web"},
     "HostConfig": {
-        "Memory": 67108864, "NanoCpus": 1500000000, "PidsLimit": 50,
+        "Memory": 67108864,
+        "NanoCpus": 1500000000,
+        "PidsLimit": 50,
         "RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 3},
-        "CapAdd": ["NET_ADMIN"], "Ulimits": [{"Name": "nofile", "Hard": 2048, "Soft": 1024}],
-        "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}, "NetworkMode": "default",
+        "CapAdd": ["NET_ADMIN"],
+        "Ulimits": [{"Name": "nofile", "Hard": 2048, "Soft": 1024}],
+        "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]},
+        "NetworkMode": "default",
         "SomethingNew": True,
     },
     "NetworkingConfig": {"EndpointsConfig": {}},
@@ -79,10 +95,15 @@ def test_update_changes_only_given_fields() -> None:
 
 def _container(**state: object) -> Container:
     return Container(
-        id="a" * 64, name="web", created="2026-01-01T00:00:00.000000000Z", image_id="sha256:" + "b" * 64,
+        id="a" * 64,
+        name="web",
+        created="2026-01-01T00:00:00.000000000Z",
+        image_id="sha256:" + "b" * 64,
         spec=ContainerSpec(image="busybox", cmd=("sh",), labels={"tier": "web"}),
         state=replace(ContainerState(), **state),  # type: ignore[arg-type]
-        path="sh", hostname="aaaaaaaaaaaa", has_been_started=True,
+        path="sh",
+        hostname="aaaaaaaaaaaa",
+        has_been_started=True,
     )
 
 
@@ -97,9 +118,10 @@ def test_status_strings() -> None:
     started = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now - 3)) + ".000000000Z"
     assert container_status(_container(status="running", started_at=started), now) == "Up 3 seconds"
     assert container_status(_container(status="paused", started_at=started), now) == "Up 3 seconds (Paused)"
-    assert container_status(
-        _container(status="running", started_at=started, health_status="healthy"), now
-    ) == "Up 3 seconds (healthy)"
+    assert (
+        container_status(_container(status="running", started_at=started, health_status="healthy"), now)
+        == "Up 3 seconds (healthy)"
+    )
     finished = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now - 120)) + ".5Z"
     assert container_status(_container(status="exited", exit_code=137, finished_at=finished), now) == (
         "Exited (137) 2 minutes ago"
@@ -109,8 +131,16 @@ def test_status_strings() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0.2, "Less than a second"), (1, "1 second"), (59, "59 seconds"), (60, "About a minute"),
-     (3599, "59 minutes"), (3600, "About an hour"), (7200, "2 hours"), (86400 * 3, "3 days")],
+    [
+        (0.2, "Less than a second"),
+        (1, "1 second"),
+        (59, "59 seconds"),
+        (60, "About a minute"),
+        (3599, "59 minutes"),
+        (3600, "About an hour"),
+        (7200, "2 hours"),
+        (86400 * 3, "3 days"),
+    ],
 )
 def test_duration(seconds: float, text: str) -> None:
     assert duration(seconds) == text
@@ -147,8 +177,12 @@ def test_container_filters() -> None:
 
 def test_image_filters() -> None:
     img = ImageRecord(
-        id="sha256:" + "c" * 64, config=ImageConfig(labels={"v": "1"}), diff_ids=(), chain_ids=(),
-        created="2026-01-01T00:00:00Z", repo_tags=("busybox:latest",),
+        id="sha256:" + "c" * 64,
+        config=ImageConfig(labels={"v": "1"}),
+        diff_ids=(),
+        chain_ids=(),
+        created="2026-01-01T00:00:00Z",
+        repo_tags=("busybox:latest",),
     )
     assert image_matches(img, {"reference": ["busybox"]})
     assert image_matches(img, {"reference": ["busy*:latest"]})

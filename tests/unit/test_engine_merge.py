@@ -126,7 +126,12 @@ def test_validate_spec_accepts_docker_defaults() -> None:
     validate_spec(
         ContainerSpec(
             image="b",
-            host=HostConfig(memory=64 << 20, memory_swap=-1, nano_cpus=500_000_000, pids_limit=-1,
-                            restart_policy=RestartPolicy("on-failure", 3)),
+            host=HostConfig(
+                memory=64 << 20,
+                memory_swap=-1,
+                nano_cpus=500_000_000,
+                pids_limit=-1,
+                restart_policy=RestartPolicy("on-failure", 3),
+            ),
         )
     )
