@@ -114,7 +114,7 @@ def test_container_record_round_trips_through_json() -> None:
 
 
 def test_status_strings() -> None:
-    now = time.time()
+    now = float(int(time.time()))  # whole seconds: the timestamps below are built from it
     started = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now - 3)) + ".000000000Z"
     assert container_status(_container(status="running", started_at=started), now) == "Up 3 seconds"
     assert container_status(_container(status="paused", started_at=started), now) == "Up 3 seconds (Paused)"
