@@ -122,7 +122,7 @@ def test_status_strings() -> None:
         container_status(_container(status="running", started_at=started, health_status="healthy"), now)
         == "Up 3 seconds (healthy)"
     )
-    finished = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now - 120)) + ".5Z"
+    finished = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now - 120)) + ".000000000Z"
     assert container_status(_container(status="exited", exit_code=137, finished_at=finished), now) == (
         "Exited (137) 2 minutes ago"
     )
