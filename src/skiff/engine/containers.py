@@ -235,7 +235,8 @@ class ContainerService:
             tmp = bundle / "config.json.tmp"
             tmp.write_text(json.dumps(oci))
             os.replace(tmp, bundle / "config.json")
-            await self.runtime.delete(c.id, force=True)
+            if self.runtime.has_runtime_state(c.id):  # left over from a crash mid-start
+                await self.runtime.delete(c.id, force=True)
             pid = await self.runtime.create(
                 c.id,
                 bundle,

@@ -66,8 +66,11 @@ class MetadataDB:
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL is durable across process crashes in WAL mode; FULL adds power-loss safety.
-        self._db.execute("PRAGMA synchronous=FULL")
+        # WAL + NORMAL: every commit is atomic and survives a process crash (kill -9); only a
+        # power loss can drop the newest commits, never corrupt the file, and startup recovery
+        # reconciles what disk and records say. FULL would add an fsync to every container state
+        # change on the run path (measured ~0.2 ms each, ~10 per `run`).
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
 
