@@ -42,6 +42,12 @@ def skiff(*args: str, show: bool = True, check: bool = True) -> str:
     return proc.stdout
 
 
+def image_exists(ref: str) -> bool:
+    """True if ``skiff image inspect`` finds the image (it prints ``[]`` and fails when not)."""
+    argv = [str(BIN / "skiff"), "image", "inspect", ref]
+    return subprocess.run(argv, capture_output=True, timeout=60, check=False).returncode == 0
+
+
 def daemon_answers() -> bool:
     """True if something answers ``GET /_ping`` with 200 on the default socket."""
     try:
@@ -104,7 +110,7 @@ def run_demo() -> None:
     heading("1. the daemon")
     ensure_daemon()
     heading("2. the image")
-    if not skiff("image", "inspect", "busybox", show=False, check=False).strip():
+    if not image_exists("busybox"):
         skiff("image", "bootstrap", "busybox")
     skiff("images")
     heading("3. a web server with limits: 64 MiB, half a CPU, 64 processes, no network")

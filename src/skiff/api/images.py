@@ -117,7 +117,7 @@ async def bootstrap(request: web.Request) -> web.StreamResponse:
         image = task.result()
         for t in image.repo_tags:
             await out.send({"status": f"Tagged {t}"})
-        await out.send({"status": image.id, "aux": {"ID": image.id}})
+        await out.send({"aux": {"ID": image.id}})
     except SkiffError as exc:
         await out.error(exc.message)
     await out.close()
