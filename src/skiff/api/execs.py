@@ -45,7 +45,10 @@ async def start(request: web.Request) -> web.StreamResponse:
     if detach:
         await engine.execs.start(state.config.id, tty=tty, detach=True)
         return web.Response(status=200)
-    process = await engine.execs.start(state.config.id, tty=tty, detach=False)
+    # Check what can fail with a proper status first; the process starts only after the
+    # upgrade, as in dockerd: output queued before the 101 head could share its read and
+    # vanish into the client's header buffer (docker-py then misses it).
+    engine.execs.check_startable(state.config.id)
     response, raw = await hijack(request, multiplexed=not tty)
     cfg = state.config
 
@@ -55,10 +58,11 @@ async def start(request: web.Request) -> web.StreamResponse:
         return await raw.write(data if tty else frame(stream, data))
 
     try:
+        process = await engine.execs.start(state.config.id, tty=tty, detach=False)
         await pump(raw, process, send, cfg.attach_stdin)
-        await process.wait()
+        await engine.execs.wait(cfg.id)
     except SkiffError as exc:
-        await raw.write(exc.message.encode())
+        await raw.write(exc.message.encode() if tty else frame(3, exc.message.encode()))
     finally:
         raw.close()
     return response

@@ -32,6 +32,7 @@ class ExecState:
     exit_code: int | None = None
     pid: int = 0
     process: ExecProcess | None = None
+    reaper: asyncio.Task[None] | None = None
 
 
 class ExecService:
@@ -95,14 +96,20 @@ class ExecService:
         process.pop("consoleSize", None)
         return process
 
-    async def start(self, exec_id: str, *, tty: bool | None = None, detach: bool = False) -> ExecProcess:
+    def check_startable(self, exec_id: str) -> ExecState:
+        """Raise what ``start`` would raise before any process exists."""
         state = self.get(exec_id)
         if state.started:
             raise Conflict(f"Error: Exec command {exec_id} has already run")
-        config = state.config
-        c = self.containers.get(config.container_id)
+        c = self.containers.get(state.config.container_id)
         if c.state.status != "running":
             raise Conflict(f"Container {c.id} is not running")
+        return state
+
+    async def start(self, exec_id: str, *, tty: bool | None = None, detach: bool = False) -> ExecProcess:
+        state = self.check_startable(exec_id)
+        config = state.config
+        c = self.containers.get(config.container_id)
         use_tty = config.tty if tty is None else tty
         state.started = True
         process = await self.containers.runtime.exec(
@@ -118,9 +125,17 @@ class ExecService:
             execID=exec_id,
         )
         task = asyncio.create_task(self._reap(state))
+        state.reaper = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return process
+
+    async def wait(self, exec_id: str) -> int | None:
+        """The exit code once recorded (so an inspect right after sees it)."""
+        state = self.get(exec_id)
+        if state.reaper is not None:
+            await asyncio.shield(state.reaper)
+        return state.exit_code
 
     async def _reap(self, state: ExecState) -> None:
         assert state.process is not None
