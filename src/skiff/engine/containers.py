@@ -334,10 +334,8 @@ class ContainerService:
                 return
             for callback in self.on_exited:
                 callback(c)
-            with contextlib.suppress(SkiffError, OSError):
-                await self.runtime.delete(cid, force=True)
-            with contextlib.suppress(OSError):
-                unmount(self.bundle(cid) / "rootfs")
+            # Record and announce the exit first; the runtime cleanup below still holds the
+            # lock, so a start or rm that follows a wait cannot overtake it.
             c = self._save(
                 c.with_state(
                     status="exited",
@@ -352,11 +350,20 @@ class ContainerService:
                 self._publish(c, "oom")
             self._publish(c, "die", exitCode=str(status.exit_code))
             self._resolve_exit_waiters(cid, status.exit_code)
+            if not c.spec.host.auto_remove:  # remove() cleans up an auto-removed one
+                await self._release_runtime(cid)
         if c.spec.host.auto_remove:
             with contextlib.suppress(SkiffError):
                 await self.remove(cid, force=True)
             return
         self._maybe_restart(c)
+
+    async def _release_runtime(self, cid: str) -> None:
+        """Drop the runtime's state for an exited container and unmount its root."""
+        with contextlib.suppress(SkiffError, OSError):
+            await self.runtime.delete(cid, force=True)
+        with contextlib.suppress(OSError):
+            unmount(self.bundle(cid) / "rootfs")
 
     def _resolve_exit_waiters(self, cid: str, code: int) -> None:
         for fut in self._exit_waiters.pop(cid, []):
@@ -497,12 +504,10 @@ class ContainerService:
             if current is None:
                 return  # removed concurrently (AutoRemove)
             c = self._save(current.with_state(status="removing"))
-            with contextlib.suppress(SkiffError, OSError):
-                await self.runtime.delete(c.id, force=True)
             bundle = self.bundle(c.id)
             unmount(bundle / "rootfs")
-            with contextlib.suppress(NotFound):
-                await asyncio.to_thread(self.snapshotter.remove, c.id)
+            # runc delete (a process) and the snapshot's removal (disk) overlap.
+            await asyncio.gather(self._release_runtime(c.id), asyncio.to_thread(self._remove_snapshot, c.id))
             await asyncio.to_thread(shutil.rmtree, bundle, True)
             self.db.delete_container(c.id)
             self._containers.pop(c.id, None)
@@ -515,6 +520,10 @@ class ContainerService:
         for fut in self._remove_waiters.pop(c.id, []):
             if not fut.done():
                 fut.set_result(c.state.exit_code)
+
+    def _remove_snapshot(self, cid: str) -> None:
+        with contextlib.suppress(NotFound):
+            self.snapshotter.remove(cid)
 
     # ------------------------------------------------------------------- wait
     def _exit_future(self, cid: str) -> asyncio.Future[int]:
