@@ -49,7 +49,7 @@ class Daemon:
     def client(self, **kwargs: Any) -> docker.APIClient:
         return docker.APIClient(base_url=self.host, version="1.41", timeout=60, **kwargs)
 
-    def start(self) -> None:
+    def start(self, env: dict[str, str] | None = None) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
@@ -69,6 +69,7 @@ class Daemon:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
         log.close()
         deadline = time.monotonic() + 20

@@ -71,3 +71,43 @@ def test_sigterm_leaves_containers_running_and_restart_policy_resumes() -> None:
             time.sleep(0.2)
         assert info["State"]["Running"] is True
         assert info["State"]["Pid"] != pid
+
+
+def _runc_inits_for(cid: str) -> list[int]:
+    """Host pids of processes whose cgroup path names this container (a waiting `runc init`)."""
+    import pathlib
+
+    pids = []
+    for proc in pathlib.Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if cid in (proc / "cgroup").read_text():
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_crash_between_runtime_create_and_start_is_recovered() -> None:
+    import docker
+    import pytest
+
+    with running_daemon() as d:
+        bootstrap_busybox(d)
+        api = d.client()
+        cid = api.create_container("busybox", ["sleep", "300"])["Id"]
+        d.stop()
+        d.start(env={"SKIFF_FAILPOINTS": "start-after-runtime-create"})
+        with pytest.raises((docker.errors.APIError, Exception)):
+            d.client().start(cid)
+        d.proc.wait(10)  # type: ignore[union-attr]
+        d.proc = None
+        assert _runc_inits_for(cid), "the failpoint should leave a created runtime container behind"
+
+        d.start()
+        api = d.client()
+        assert _runc_inits_for(cid) == []
+        assert api.inspect_container(cid)["State"]["Running"] is False
+        api.start(cid)  # the container is usable again
+        assert api.inspect_container(cid)["State"]["Running"] is True
+        api.remove_container(cid, force=True)

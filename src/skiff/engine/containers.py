@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from skiff import failpoints
 from skiff.engine.events import EventBus
 from skiff.engine.merge import (
     merge_image_config,
@@ -245,6 +246,7 @@ class ContainerService:
                 stdin_once=c.spec.stdin_once,
                 log_path=self.log_path(c.id),
             )
+            failpoints.hit("start-after-runtime-create")
             await self._connect_pending_attaches(c.id)
             await self.runtime.start(c.id)
         except SkiffError as exc:
@@ -617,13 +619,19 @@ class ContainerService:
             if info.kind == "active" and len(info.key) == 64 and info.key not in known:
                 with contextlib.suppress(SkiffError):
                     self.snapshotter.remove(info.key)
+        for cid in await self.runtime.recover():
+            if cid not in known:  # runtime state without a record: nothing can use it
+                log.info("removing runtime state of unknown container %s", cid[:12])
+                await self._release_runtime(cid)
         to_restart: list[Container] = []
         for c in list(self._containers.values()):
             if c.state.status == "removing":
                 await self.remove(c.id, force=True)
                 continue
             if c.state.status not in ("running", "paused", "restarting"):
-                unmount(self.bundle(c.id) / "rootfs")
+                # A crash between `runc create` and the record of the start leaves a created
+                # runtime container (a waiting `runc init`): drop it with the mount.
+                await self._release_runtime(c.id)
                 if self._restart_on_boot(c):
                     to_restart.append(c)
                 continue
