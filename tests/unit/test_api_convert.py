@@ -201,3 +201,27 @@ def test_event_filters() -> None:
     assert not event_matches(e, {"event": ["start"]})
     health = Event("container", "health_status: healthy", "a" * 64, {})
     assert event_matches(health, {"event": ["health_status"]})
+
+
+def test_console_size_reaches_the_oci_process() -> None:
+    from skiff.runtime.spec import generate_spec
+
+    spec = spec_from_create(
+        {"Image": "b", "Tty": True, "Cmd": ["sh"], "HostConfig": {"ConsoleSize": [40, 100]}}
+    )
+    assert spec.host.console_size == (40, 100)
+    oci = generate_spec(
+        spec, container_id="c" * 64, rootfs="/r", hostname="h", netns_path=None, cgroups_path="/x/c"
+    )
+    assert oci["process"]["consoleSize"] == {"height": 40, "width": 100}
+    no_tty = spec_from_create({"Image": "b", "Cmd": ["sh"], "HostConfig": {"ConsoleSize": [40, 100]}})
+    oci = generate_spec(
+        no_tty, container_id="c" * 64, rootfs="/r", hostname="h", netns_path=None, cgroups_path="/x/c"
+    )
+    assert "consoleSize" not in oci["process"]
+
+
+@pytest.mark.parametrize("bad", [[1], [1, 2, 3], "40x100", [-1, 5], [1, 70000], ["a", "b"]])
+def test_bad_console_size(bad: object) -> None:
+    with pytest.raises(InvalidArgument, match="ConsoleSize"):
+        spec_from_create({"Image": "b", "HostConfig": {"ConsoleSize": bad}})

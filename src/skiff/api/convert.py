@@ -108,6 +108,18 @@ def _port_bindings(value: Any) -> dict[str, tuple[tuple[str, str], ...]]:
     return out
 
 
+def console_size(value: Any) -> tuple[int, int]:
+    """``ConsoleSize``: [height, width] of the client's terminal (API 1.42), or (0, 0)."""
+    if value is None:
+        return (0, 0)
+    if not isinstance(value, list) or len(value) != 2:
+        raise InvalidArgument("invalid value for ConsoleSize: expected [height, width]")
+    height, width = (_int(v, "ConsoleSize") for v in value)
+    if not (0 <= height < 65536 and 0 <= width < 65536):
+        raise InvalidArgument("invalid value for ConsoleSize: out of range")
+    return (height, width)
+
+
 def host_config_from_json(body: JSON) -> HostConfig:
     h = body
     policy = _obj(h.get("RestartPolicy"), "RestartPolicy")
@@ -186,6 +198,7 @@ def host_config_from_json(body: JSON) -> HostConfig:
         ipc_mode=_str(h.get("IpcMode"), "IpcMode"),
         pid_mode=_str(h.get("PidMode"), "PidMode"),
         uts_mode=_str(h.get("UTSMode"), "UTSMode"),
+        console_size=console_size(h.get("ConsoleSize")),
         masked_paths=None if masked is None else _strs(masked, "MaskedPaths"),
         readonly_paths=None if readonly is None else _strs(readonly, "ReadonlyPaths"),
     )

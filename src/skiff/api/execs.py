@@ -6,7 +6,7 @@ from aiohttp import web
 
 from skiff.api.app import Routes, engine_of, qint, read_json
 from skiff.api.containers import pump
-from skiff.api.convert import _bool, _str, _strs
+from skiff.api.convert import _bool, _str, _strs, console_size
 from skiff.api.streams import STDERR, STDOUT, frame, hijack
 from skiff.engine.model import ExecConfig
 from skiff.errors import InvalidArgument, SkiffError
@@ -29,6 +29,7 @@ async def create(request: web.Request) -> web.Response:
         working_dir=_str(body.get("WorkingDir"), "WorkingDir"),
         privileged=_bool(body.get("Privileged")),
         detach_keys=_str(body.get("DetachKeys"), "DetachKeys"),
+        console_size=console_size(body.get("ConsoleSize")),
     )
     created = engine_of(request).execs.create(request.match_info["id"], config)
     return web.json_response({"Id": created.id}, status=201)

@@ -147,6 +147,7 @@ def host_config_json(h: HostConfig) -> JSON:
             for m in h.mounts
         ]
         or None,
+        "ConsoleSize": list(h.console_size),
         "MaskedPaths": list(h.masked_paths) if h.masked_paths is not None else None,
         "ReadonlyPaths": list(h.readonly_paths) if h.readonly_paths is not None else None,
     }

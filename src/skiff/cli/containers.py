@@ -11,7 +11,7 @@ from skiff.cli.context import CliContext, ExitCode, fail, pass_cli, usage_errors
 from skiff.cli.options.body import CreateRequest, build_create_request
 from skiff.cli.options.flags import CONTAINER_OPTIONS, apply
 from skiff.cli.progress import show_progress
-from skiff.cli.streamio import pump
+from skiff.cli.streamio import console_size, pump
 from skiff.client import Client
 from skiff.client.errors import DaemonError
 from skiff.errors import NotFound, SkiffError
@@ -66,6 +66,10 @@ def create_container(client: Client, req: CreateRequest, pull: str, quiet: bool)
 def _create_from_flags(obj: CliContext, params: dict[str, Any], image: str, command: tuple[str, ...]) -> str:
     with usage_errors():
         req = build_create_request(params, image, command)
+    size = console_size() if req.body.get("Tty") else None
+    if size:
+        # The tty has the terminal's size from the first instruction (no 0x0 until a resize).
+        req.body["HostConfig"]["ConsoleSize"] = size
     try:
         cid = create_container(
             obj.client, req, str(params.get("pull") or "missing"), bool(params.get("quiet"))

@@ -9,7 +9,7 @@ import click
 
 from skiff.cli.context import CliContext, ExitCode, fail, pass_cli, usage_errors
 from skiff.cli.options.values import parse_env, read_kv_file
-from skiff.cli.streamio import copy_output, pump
+from skiff.cli.streamio import console_size, copy_output, pump
 from skiff.errors import SkiffError
 
 
@@ -47,6 +47,8 @@ def exec_(obj: CliContext, /, container: str, command: tuple[str, ...], **opts: 
         "WorkingDir": opts["workdir"] or "",
         "Cmd": list(command),
     }
+    if tty and (size := console_size()):
+        body["ConsoleSize"] = size
     client = obj.client
     try:
         exec_id = client.exec_create(container, body)

@@ -31,6 +31,17 @@ def raw_terminal(enabled: bool) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
+def console_size() -> list[int] | None:
+    """[height, width] of the terminal on stdout, for ``ConsoleSize``; None when not a terminal."""
+    if not sys.stdout.isatty():
+        return None
+    try:
+        size = os.get_terminal_size(sys.stdout.fileno())
+    except OSError:
+        return None
+    return [size.lines, size.columns]
+
+
 @contextlib.contextmanager
 def resizes(resize: Callable[[int, int], None] | None) -> Iterator[None]:
     """Send the terminal size now and on every SIGWINCH."""

@@ -94,6 +94,8 @@ class ExecService:
             )
             process["capabilities"] = privileged["process"]["capabilities"]
         process.pop("consoleSize", None)
+        if config.tty and config.console_size != (0, 0):
+            process["consoleSize"] = {"height": config.console_size[0], "width": config.console_size[1]}
         return process
 
     def check_startable(self, exec_id: str) -> ExecState:

@@ -34,6 +34,7 @@ class ExecConfig:
     working_dir: str = ""
     privileged: bool = False
     detach_keys: str = ""
+    console_size: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True)

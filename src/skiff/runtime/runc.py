@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import re
 import shutil
+import struct
+import termios
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -351,6 +354,10 @@ class Runtime:
                 )  # fmt: skip
             elif tty:
                 master, slave = os.openpty()
+                size = process.get("consoleSize")
+                if size:  # runc exec -t copies its own terminal's size into the container's pty
+                    winsize = struct.pack("HHHH", int(size["height"]), int(size["width"]), 0, 0)
+                    fcntl.ioctl(master, termios.TIOCSWINSZ, winsize)
                 try:
                     proc = await asyncio.create_subprocess_exec(
                         *args, stdin=slave, stdout=slave, stderr=slave, start_new_session=True

@@ -134,6 +134,9 @@ def generate_spec(
         "rlimits": _rlimits(host),
         "noNewPrivileges": _no_new_privileges(host.security_opt),
     }
+    if spec.tty and host.console_size != (0, 0):
+        # runc sizes the pty before the process starts: no window of 0x0 before the first resize.
+        process["consoleSize"] = {"height": host.console_size[0], "width": host.console_size[1]}
     if host.oom_score_adj:
         if not -1000 <= host.oom_score_adj <= 1000:
             raise InvalidArgument("Invalid value for oom_score_adj: must be between -1000 and 1000")

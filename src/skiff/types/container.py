@@ -118,6 +118,7 @@ class HostConfig:
     ipc_mode: str = ""
     pid_mode: str = ""
     uts_mode: str = ""
+    console_size: tuple[int, int] = (0, 0)  # (height, width) of the tty when the process starts
     masked_paths: tuple[str, ...] | None = None  # None: Docker's defaults
     readonly_paths: tuple[str, ...] | None = None
 
