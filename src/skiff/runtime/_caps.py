@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from skiff.errors import InvalidArgument
 
@@ -82,16 +83,33 @@ def normalize_capability(name: str) -> str:
     return upper
 
 
-def effective_capabilities(cap_add: Sequence[str], cap_drop: Sequence[str], privileged: bool) -> list[str]:
+def bounding_set(status: Path = Path("/proc/self/status")) -> int | None:
+    """The daemon's capability bounding set as a bit mask (None when it cannot be read)."""
+    try:
+        for line in status.read_text().splitlines():
+            if line.startswith("CapBnd:"):
+                return int(line.split()[1], 16)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def effective_capabilities(
+    cap_add: Sequence[str], cap_drop: Sequence[str], privileged: bool, bounding: int | None = -1
+) -> list[str]:
     """The container's capability set, following moby's ``TweakCapabilities``.
 
-    Privileged containers get every capability regardless of add/drop. ``--cap-add ALL``
-    wins over drops except the ones listed; ``--cap-drop ALL`` keeps only what is added.
+    Privileged containers get every capability regardless of add/drop, limited (as podman
+    does) to the daemon's own ``bounding`` set: runc cannot grant a capability the daemon
+    lacks and would refuse to start the container at all. ``-1`` reads the daemon's set;
+    ``None`` means no limit. ``--cap-add ALL`` wins over drops except the ones listed;
+    ``--cap-drop ALL`` keeps only what is added.
     """
     adds = [normalize_capability(c) for c in cap_add]
     drops = [normalize_capability(c) for c in cap_drop]
     if privileged:
-        return list(ALL_CAPABILITIES)
+        mask = bounding_set() if bounding == -1 else bounding
+        return [c for i, c in enumerate(ALL_CAPABILITIES) if mask is None or mask >> i & 1]
     if "ALL" in adds:
         keep = {c for c in ALL_CAPABILITIES if c not in drops}
         return [c for c in ALL_CAPABILITIES if c in keep]

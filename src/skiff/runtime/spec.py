@@ -151,6 +151,11 @@ def generate_spec(
     }
     if spec.domainname:
         result["domainname"] = spec.domainname
+        if host.uts_mode != "host":
+            # runc before 1.2 ignores the spec's domainname: as moby, set it through the
+            # UTS-namespaced sysctl, which has the effect of setdomainname(2). An explicit
+            # --sysctl kernel.domainname wins.
+            result["linux"].setdefault("sysctl", {}).setdefault("kernel.domainname", spec.domainname)
     return result
 
 
