@@ -10,12 +10,12 @@ import pytest
 
 from skiff.api.convert import spec_from_create, update_host_config
 from skiff.api.filters import container_matches, event_matches, image_matches
-from skiff.api.humanize import duration
 from skiff.api.render import container_inspect, container_status, container_summary, parse_time
 from skiff.engine.model import Container
 from skiff.errors import InvalidArgument
 from skiff.types import ContainerSpec, ContainerState, Event, HostConfig, ImageConfig, ImageRecord
 from skiff.types.codec import decode, to_plain
+from skiff.units import human_duration as duration
 
 # What `docker run -d --name web -m 64m --cpus 1.5 --pids-limit 50 -e A=1 -l tier=web
 #   --restart on-failure:3 --cap-add NET_ADMIN --ulimit nofile=1024:2048 -p 8080:80 busybox httpd -f`

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from skiff.cli.format.human import human_duration, human_size, parse_rfc3339
 from skiff.cli.format.rows import (
     IMAGES_TABLE,
     IMAGES_TITLES,
@@ -17,6 +16,7 @@ from skiff.cli.format.rows import (
     status_text,
 )
 from skiff.cli.format.table import render_rows, tabwrite
+from skiff.units import human_duration, human_size, parse_rfc3339
 
 NOW = 1_700_000_000.0
 

@@ -252,7 +252,7 @@ def _format_command(c: Container) -> str:
 
 def container_status(c: Container, now: float) -> str:
     """Docker's human status: "Up 3 seconds", "Exited (0) 2 minutes ago", ..."""
-    from skiff.api.humanize import duration
+    from skiff.units import human_duration as duration
 
     st = c.state
     if st.status in ("running", "paused"):

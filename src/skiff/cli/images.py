@@ -113,7 +113,7 @@ def prune(obj: CliContext, all_: bool, force: bool, filters: tuple[str, ...]) ->
             for key, value in item.items():
                 click.echo(f"{key.lower()}: {value}")
         click.echo()
-    from skiff.cli.format.human import human_size
+    from skiff.units import human_size
 
     click.echo(f"Total reclaimed space: {human_size(int(result.get('SpaceReclaimed') or 0))}")
 

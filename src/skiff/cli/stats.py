@@ -8,11 +8,11 @@ from typing import Any
 import click
 
 from skiff.cli.context import CliContext, pass_cli
-from skiff.cli.format.human import bytes_size, human_size
 from skiff.cli.format.rows import short_id
 from skiff.cli.format.table import render_rows
 from skiff.client import Client
 from skiff.errors import SkiffError
+from skiff.units import bytes_size, human_size
 
 STATS_TABLE = (
     "table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}"

@@ -11,9 +11,9 @@ import click
 from skiff import __version__
 from skiff.cli.context import CliContext, pass_cli
 from skiff.cli.filters import parse_filters
-from skiff.cli.format.human import human_size
 from skiff.cli.format.table import single, tabwrite
 from skiff.errors import SkiffError
+from skiff.units import human_size
 
 
 @click.command()

@@ -35,7 +35,7 @@ from skiff.engine.rootfs import write_container_files
 from skiff.errors import Conflict, InvalidArgument, NotFound, NotModified, RuntimeFailure, SkiffError
 from skiff.images.imagestore import ImageStore
 from skiff.runtime.runc import AttachStream, ExitStatus, Runtime
-from skiff.runtime.spec import generate_spec, resolve_user
+from skiff.runtime.spec import generate_spec, linux_resources, resolve_user
 from skiff.store.metadata import MetadataDB
 from skiff.store.snapshots import OverlaySnapshotter, mount_all, unmount
 from skiff.types import ContainerSpec, HostConfig
@@ -592,15 +592,7 @@ class ContainerService:
         async with self._lock(c.id):
             c = self.get(c.id)
             if c.running:
-                resources = generate_spec(
-                    spec,
-                    container_id=c.id,
-                    rootfs="/",
-                    hostname=c.hostname,
-                    netns_path=None,
-                    cgroups_path=c.cgroups_path,
-                )["linux"]["resources"]
-                await self.runtime.update(c.id, resources)
+                await self.runtime.update(c.id, linux_resources(spec.host))
             c = self._save(replace(c, spec=spec))
         self._publish(c, "update")
         return []

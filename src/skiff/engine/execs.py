@@ -17,7 +17,7 @@ from skiff.engine.merge import merge_env
 from skiff.engine.model import ExecConfig
 from skiff.errors import Conflict, NotFound, SkiffError
 from skiff.runtime.runc import ExecProcess
-from skiff.runtime.spec import generate_spec, resolve_user
+from skiff.runtime.spec import effective_capabilities, resolve_user
 
 log = logging.getLogger("skiff.engine.exec")
 
@@ -83,16 +83,8 @@ class ExecService:
             uid, gid, gids = resolve_user(bundle / "rootfs", config.user)
             process["user"] = {"uid": uid, "gid": gid, "additionalGids": gids}
         if config.privileged:
-            spec = replace(c.spec, host=replace(c.spec.host, privileged=True))
-            privileged = generate_spec(
-                spec,
-                container_id=c.id,
-                rootfs="/",
-                hostname=c.hostname,
-                netns_path=None,
-                cgroups_path=c.cgroups_path,
-            )
-            process["capabilities"] = privileged["process"]["capabilities"]
+            caps = effective_capabilities((), (), privileged=True)
+            process["capabilities"] = {"bounding": caps, "effective": caps, "permitted": caps}
         process.pop("consoleSize", None)
         if config.tty and config.console_size != (0, 0):
             process["consoleSize"] = {"height": config.console_size[0], "width": config.console_size[1]}

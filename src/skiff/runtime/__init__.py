@@ -2,7 +2,8 @@
 
 Public surface (what the engine uses)::
 
-    generate_spec, BindFile, resolve_user, resolve_groups     -- spec.py
+    generate_spec, BindFile, resolve_user, resolve_groups,
+    linux_resources, effective_capabilities                  -- spec.py
     Runtime, RuntimeState, ExitStatus, AttachStream, ExecProcess -- runc.py
     iter_log, follow_log, LogLine                               -- logs.py
     read_stats, list_pids, top, oom_killed, remove_cgroup, CgroupStats -- cgroups.py

@@ -25,7 +25,16 @@ from skiff.runtime._resources import linux_resources
 from skiff.runtime.user import resolve_groups, resolve_user
 from skiff.types import ContainerSpec, HostConfig, Mount
 
-__all__ = ["DEFAULT_PATH", "BindFile", "find_init", "generate_spec", "resolve_groups", "resolve_user"]
+__all__ = [
+    "DEFAULT_PATH",
+    "BindFile",
+    "effective_capabilities",
+    "find_init",
+    "generate_spec",
+    "linux_resources",
+    "resolve_groups",
+    "resolve_user",
+]
 
 OCI_VERSION = "1.0.2"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

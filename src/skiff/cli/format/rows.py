@@ -10,7 +10,7 @@ import json
 import time
 from typing import Any
 
-from skiff.cli.format.human import go_time, human_size, parse_rfc3339, since
+from skiff.units import go_time, human_size, parse_rfc3339, since
 
 PS_TABLE = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
 PS_TABLE_SIZE = PS_TABLE + "\t{{.Size}}"

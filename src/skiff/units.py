@@ -1,4 +1,4 @@
-"""docker's human-readable sizes, durations and timestamps (go-units)."""
+"""Docker's human-readable units (go-units): sizes, durations, timestamps; shared by API and CLI."""
 
 from __future__ import annotations
 
