@@ -111,3 +111,29 @@ def test_crash_between_runtime_create_and_start_is_recovered() -> None:
         api.start(cid)  # the container is usable again
         assert api.inspect_container(cid)["State"]["Running"] is True
         api.remove_container(cid, force=True)
+
+
+def test_health_checks_resume_after_kill9() -> None:
+    with running_daemon() as d:
+        bootstrap_busybox(d)
+        api = d.client()
+        healthcheck = {"Test": ["CMD-SHELL", "test ! -e /tmp/sick"], "Interval": 300_000_000, "Retries": 1}
+        cid = api.create_container("busybox", ["sleep", "300"], healthcheck=healthcheck)["Id"]
+        api.start(cid)
+
+        def health(client: object) -> str:
+            return str(client.inspect_container(cid)["State"]["Health"]["Status"])  # type: ignore[attr-defined]
+
+        deadline = time.monotonic() + 15
+        while health(api) != "healthy" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert health(api) == "healthy"
+        d.stop(signal.SIGKILL)
+        d.start()
+        api = d.client()
+        api.exec_start(api.exec_create(cid, ["touch", "/tmp/sick"])["Id"])
+        deadline = time.monotonic() + 15
+        while health(api) != "unhealthy" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert health(api) == "unhealthy", "probes must run again after the restart"
+        api.remove_container(cid, force=True)
