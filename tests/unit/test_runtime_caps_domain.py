@@ -57,3 +57,11 @@ def test_explicit_domainname_sysctl_wins_and_host_uts_is_left_alone() -> None:
 
 def test_no_domainname_no_sysctl() -> None:
     assert "sysctl" not in _gen()["linux"]
+
+
+def test_host_uts_mode_sets_no_hostname() -> None:
+    # runc: "unable to set hostname without a private UTS namespace".
+    s = _gen(uts_mode="host")
+    assert "hostname" not in s
+    assert not any(n["type"] == "uts" for n in s["linux"]["namespaces"])
+    assert _gen()["hostname"] == "h1"

@@ -154,10 +154,12 @@ def generate_spec(
         "ociVersion": OCI_VERSION,
         "process": process,
         "root": {"path": rootfs, "readonly": host.readonly_rootfs},
-        "hostname": hostname,
         "mounts": mounts,
         "linux": _linux(host, container_id, netns_path, cgroups_path, namespace_paths or {}, swap_supported),
     }
+    if host.uts_mode != "host":
+        # As moby: in the host's UTS namespace runc refuses to set a hostname at all.
+        result["hostname"] = hostname
     if spec.domainname:
         result["domainname"] = spec.domainname
         if host.uts_mode != "host":
