@@ -147,11 +147,6 @@ def test_flag_takes_effect_inside(
     _check_inside(request.node.callspec.id, out)
 
 
-@pytest.mark.xfail(
-    reason="engine ignores HostConfig.GroupAdd: Engine._start_locked passes only resolve_user's gids "
-    "to generate_spec, never resolve_groups(rootfs, spec.host.group_add)",
-    strict=True,
-)
 def test_group_add(daemon: Daemon) -> None:
     # root is not a member of mail (8) in the image's /etc/group, and 4321 is no group at all.
     out = sh_out(daemon, ["--group-add", "4321", "--group-add", "mail"], "grep Groups /proc/self/status")

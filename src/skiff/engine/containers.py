@@ -35,7 +35,7 @@ from skiff.engine.rootfs import write_container_files
 from skiff.errors import Conflict, InvalidArgument, NotFound, NotModified, RuntimeFailure, SkiffError
 from skiff.images.imagestore import ImageStore
 from skiff.runtime.runc import AttachStream, ExitStatus, Runtime
-from skiff.runtime.spec import generate_spec, linux_resources, resolve_user
+from skiff.runtime.spec import generate_spec, linux_resources, resolve_groups, resolve_user
 from skiff.store.metadata import MetadataDB
 from skiff.store.snapshots import OverlaySnapshotter, mount_all, unmount
 from skiff.types import ContainerSpec, HostConfig
@@ -220,6 +220,7 @@ class ContainerService:
             unmount(rootfs)
             mount_all(mounts, rootfs)
             uid, gid, gids = resolve_user(rootfs, c.spec.user)
+            gids = list(dict.fromkeys([*gids, *resolve_groups(rootfs, c.spec.host.group_add)]))
             binds = write_container_files(bundle / "files", c.spec, c.hostname)
             oci = generate_spec(
                 c.spec,
