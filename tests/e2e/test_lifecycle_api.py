@@ -207,3 +207,27 @@ def test_filters(api: docker.APIClient) -> None:
     found = api.containers(all=True, filters={"label": ["skiff-e2e=filters", "role=b"]})
     assert [c["Id"] for c in found] == [b]
     assert api.containers(all=True, filters={"status": "created", "id": a})[0]["Id"] == a
+
+
+def test_concurrent_creates_of_one_name(api: docker.APIClient) -> None:
+    import threading
+
+    name = "skiff-e2e-race"
+    results: list[str] = []
+    errors: list[int] = []
+
+    def attempt() -> None:
+        try:
+            results.append(api.create_container("busybox", ["true"], name=name)["Id"])
+        except docker.errors.APIError as exc:
+            errors.append(exc.status_code or 0)
+
+    threads = [threading.Thread(target=attempt) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    api._skiff_made.extend(results)  # type: ignore[attr-defined]
+    assert len(results) == 1 and errors == [409] * 7
+    # The losers' cleanup must not have released the winner's name.
+    assert api.inspect_container(name)["Id"] == results[0]

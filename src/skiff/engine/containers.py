@@ -139,18 +139,6 @@ class ContainerService:
     # ----------------------------------------------------------------- create
     async def create(self, spec: ContainerSpec, name: str | None = None) -> Container:
         validate_spec(spec)
-        if name:
-            name = validate_name(name)
-            if name in self._names:
-                other = self._names[name]
-                raise Conflict(
-                    f'Conflict. The container name "/{name}" is already in use by container "{other}". '
-                    "You have to remove (or rename) that container to be able to reuse that name."
-                )
-        else:
-            name = random_name()
-            while name in self._names:
-                name = random_name()
         image = self.images.get(spec.image)
         merged = merge_image_config(spec, image.config)
         if merged.host.network_mode in ("", "default", "bridge"):
@@ -159,6 +147,8 @@ class ContainerService:
         if merged.host.network_mode.startswith("container:"):
             raise InvalidArgument("container: network mode is not supported yet")
         cid = new_container_id()
+        # The name is reserved before the first await, so concurrent creates cannot take it twice.
+        name = self._reserve_name(name, cid)
         args = (*merged.entrypoint, *merged.cmd)
         container = Container(
             id=cid,
@@ -176,10 +166,10 @@ class ContainerService:
             bundle.mkdir(parents=True)
             (bundle / "rootfs").mkdir()
             await asyncio.to_thread(self.snapshotter.prepare, cid, self.images.top_layer(image))
-            self._names[name] = cid
             self._save(container)
         except BaseException:
-            self._names.pop(name, None)
+            if self._names.get(name) == cid:
+                del self._names[name]
             self._containers.pop(cid, None)
             with contextlib.suppress(SkiffError, OSError):
                 self.snapshotter.remove(cid)
@@ -187,6 +177,22 @@ class ContainerService:
             raise
         self._publish(container, "create")
         return container
+
+    def _reserve_name(self, name: str | None, cid: str) -> str:
+        """Claim ``name`` (or a free random one) for ``cid``; Docker's Conflict when taken."""
+        if name:
+            name = validate_name(name)
+            if name in self._names:
+                raise Conflict(
+                    f'Conflict. The container name "/{name}" is already in use by container '
+                    f'"{self._names[name]}". You have to remove (or rename) that container to be able to reuse that name.'
+                )
+        else:
+            name = random_name()
+            while name in self._names:
+                name = random_name()
+        self._names[name] = cid
+        return name
 
     # ------------------------------------------------------------------ start
     async def start(self, ref: str) -> None:
