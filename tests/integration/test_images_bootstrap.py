@@ -13,30 +13,11 @@ import pytest
 
 from skiff.images.bootstrap import apt_mirror, bootstrap_busybox, bootstrap_debian
 from skiff.images.imagestore import ImageStore
-from skiff.store.content import ContentStore
-from skiff.store.metadata import MetadataDB
 from skiff.store.mount import is_mountpoint
-from skiff.store.snapshots import OverlaySnapshotter, mount_all, unmount
+from skiff.store.snapshots import mount_all, unmount
+from tests.integration.conftest import open_store
 
 pytestmark = pytest.mark.root
-
-
-def _open_store(root: Path) -> ImageStore:
-    return ImageStore(
-        ContentStore(root / "content"),
-        OverlaySnapshotter(root / "snapshots"),
-        MetadataDB(root / "metadata.db"),
-    )
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ImageStore]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    s = _open_store(tmp_path / "root")
-    yield s
-    s.db.close()
-    s.snapshotter.close()
 
 
 @pytest.fixture
@@ -80,7 +61,7 @@ def test_busybox_image(store: ImageStore, mnt: Path, tmp_path: Path) -> None:
 
 def test_busybox_is_deterministic(store: ImageStore, tmp_path: Path) -> None:
     first = bootstrap_busybox(store)
-    other = _open_store(tmp_path / "other")
+    other = open_store(tmp_path / "other")
     try:
         second = bootstrap_busybox(other, tag="bb:again")
         assert second.id == first.id

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import tarfile
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,30 +15,10 @@ import pytest
 from skiff.errors import InvalidArgument, NotFound
 from skiff.images.imagestore import ImageStore
 from skiff.images.oci import parse_config
-from skiff.store.content import ContentStore
-from skiff.store.metadata import MetadataDB
-from skiff.store.snapshots import OverlaySnapshotter
 from skiff.types.image import ImageConfig
+from tests.integration.conftest import open_store
 
 pytestmark = pytest.mark.root
-
-
-def _open_store(root: Path) -> ImageStore:
-    return ImageStore(
-        ContentStore(root / "content"),
-        OverlaySnapshotter(root / "snapshots"),
-        MetadataDB(root / "metadata.db"),
-    )
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ImageStore]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    s = _open_store(tmp_path / "root")
-    yield s
-    s.db.close()
-    s.snapshotter.close()
 
 
 def _rootfs(files: dict[str, bytes]) -> bytes:
@@ -183,7 +162,7 @@ def test_crash_during_import_leaves_no_partial_image(tmp_path: Path) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True)
     assert proc.returncode == 9, proc.stderr
-    store = _open_store(root)
+    store = open_store(root)
     try:
         assert store.list() == []
         with pytest.raises(NotFound):

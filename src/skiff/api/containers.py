@@ -17,7 +17,7 @@ from skiff.api.filters import check_container_filters, container_matches
 from skiff.api.render import container_inspect, container_summary, parse_time
 from skiff.api.stats import stats_json
 from skiff.api.streams import STDERR, STDOUT, RawConnection, frame, hijack
-from skiff.errors import InvalidArgument, SkiffError
+from skiff.errors import Conflict, InvalidArgument, SkiffError
 from skiff.runtime.cgroups import list_pids, top
 from skiff.runtime.logs import follow_log, iter_log
 
@@ -208,16 +208,10 @@ async def top_route(request: web.Request) -> web.Response:
     engine = engine_of(request)
     c = engine.containers.get(request.match_info["id"])
     if c.state.status not in ("running", "paused"):
-        raise _not_running(c.id)
+        raise Conflict(f"Container {c.id} is not running")
     pids = list_pids(c.cgroups_path)
     titles, rows = await top(pids, request.query.get("ps_args") or "-ef")
     return web.json_response({"Titles": titles, "Processes": rows})
-
-
-def _not_running(cid: str) -> SkiffError:
-    from skiff.errors import Conflict
-
-    return Conflict(f"Container {cid} is not running")
 
 
 async def stats(request: web.Request) -> web.StreamResponse:

@@ -348,7 +348,7 @@ def image_summary(img: ImageRecord, containers: int = -1) -> JSON:
     return {
         "Id": img.id,
         "ParentId": img.parent,
-        "RepoTags": list(img.repo_tags) or (["<none>:<none>"] if False else []),
+        "RepoTags": list(img.repo_tags),
         "RepoDigests": list(img.repo_digests),
         "Created": int(parse_time(img.created)),
         "Size": img.size,

@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import signal as signal_mod
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -662,6 +661,3 @@ class ContainerService:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-
-    def now_nano(self) -> int:
-        return time.time_ns()

@@ -12,7 +12,6 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 
 from skiff.store.metadata import MetadataDB
 from skiff.types import Event
@@ -51,7 +50,7 @@ class EventBus:
         return event
 
     def history(self, since_nano: int | None, until_nano: int | None) -> list[Event]:
-        return [replace(decode(Event, json.loads(d))) for d in self._db.events(since_nano, until_nano)]
+        return [decode(Event, json.loads(d)) for d in self._db.events(since_nano, until_nano)]
 
     async def subscribe(
         self, since_nano: int | None = None, until_nano: int | None = None

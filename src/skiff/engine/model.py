@@ -9,8 +9,6 @@ from datetime import UTC, datetime
 from skiff.types import ContainerSpec, ContainerState
 from skiff.types.codec import decode, to_plain
 
-ZERO_TIME = "0001-01-01T00:00:00Z"
-
 
 def now_rfc3339() -> str:
     """Current time in Docker's RFC 3339 form with nanosecond-width fraction."""
