@@ -273,3 +273,19 @@ def test_diff_tar_of_container_changes(snaps: tuple[OverlaySnapshotter, Path]) -
     assert members["a/added"].isreg()
     assert members["a/added2"].islnk()
     assert members["a/added2"].linkname == "a/added"
+
+
+def test_whiteout_keeps_header_mtime(snaps: tuple[OverlaySnapshotter, Path]) -> None:
+    """A whiteout carries its header's mtime, so a regenerated tar has the original diff_id."""
+    s, _ = snaps
+    _layer(s, "lower", None, LOWER)
+    d = tarfile.TarInfo("a")
+    d.type, d.mode, d.mtime = tarfile.DIRTYPE, 0o755, 2_000_000
+    wh = tarfile.TarInfo("a/.wh.gone")
+    wh.mtime = 1_000_000
+    tar = _tar((d, None), (wh, None))
+    _layer(s, "upper", "lower", tar)
+    assert os.lstat(s.upper_dir("upper") / "a/gone").st_mtime == 1_000_000
+    assert os.lstat(s.upper_dir("upper") / "a").st_mtime == 2_000_000
+    regenerated = diff_tar(s.upper_dir("upper"), io.BytesIO()).diff_id
+    assert regenerated == "sha256:" + hashlib.sha256(tar).hexdigest()

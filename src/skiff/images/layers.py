@@ -211,6 +211,9 @@ def _extract_member(ex: _Extractor, tf: tarfile.TarFile, m: tarfile.TarInfo) -> 
             raise InvalidArgument(f"refusing layer: invalid whiteout {m.name!r}")
         ex.remove(parent_fd, victim, (*parent_parts, victim))
         os.mknod(victim, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent_fd)
+        # The header's mtime, not the time of extraction: regenerating the tar from the
+        # snapshot (save/push) must give the same diff_id whenever it runs.
+        os.utime(victim, ns=(int(m.mtime * 1e9),) * 2, dir_fd=parent_fd, follow_symlinks=False)
         return 0
     if m.isdir():
         try:
