@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from skiff.types import ContainerSpec, ContainerState
+from skiff.types import ContainerSpec, ContainerState, NetworkState
 from skiff.types.codec import decode, to_plain
 
 
@@ -53,6 +53,7 @@ class Container:
     manually_stopped: bool = False
     has_been_started: bool = False
     labels_image: dict[str, str] = field(default_factory=dict)
+    network: NetworkState = NetworkState()  # owned by the network service
 
     @property
     def short_id(self) -> str:

@@ -17,11 +17,14 @@ from skiff.types.container import (
 )
 from skiff.types.events import Event
 from skiff.types.image import HistoryEntry, ImageConfig, ImageRecord
+from skiff.types.network import Endpoint, EndpointConfig, NetworkRecord, NetworkState, PortBinding
 
 __all__ = [
     "ContainerSpec",
     "ContainerState",
     "DeviceMapping",
+    "Endpoint",
+    "EndpointConfig",
     "Event",
     "HealthConfig",
     "HistoryEntry",
@@ -29,6 +32,9 @@ __all__ = [
     "ImageConfig",
     "ImageRecord",
     "Mount",
+    "NetworkRecord",
+    "NetworkState",
+    "PortBinding",
     "RestartPolicy",
     "ThrottleDevice",
     "Ulimit",

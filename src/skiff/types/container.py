@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from skiff.types.network import EndpointConfig
+
 
 @dataclass(frozen=True)
 class RestartPolicy:
@@ -106,6 +108,9 @@ class HostConfig:
     port_bindings: dict[str, tuple[tuple[str, str], ...]] = field(
         default_factory=dict
     )  # "80/tcp" -> ((ip, port),)
+    publish_all_ports: bool = False  # -P: every exposed port on a random host port
+    links: tuple[str, ...] = ()  # legacy --link "name:alias" (default bridge)
+    volumes_from: tuple[str, ...] = ()  # "container[:ro|rw]"
     dns: tuple[str, ...] = ()
     dns_search: tuple[str, ...] = ()
     dns_options: tuple[str, ...] = ()
@@ -148,6 +153,9 @@ class ContainerSpec:
     stop_timeout: int | None = None  # seconds; None means 10
     healthcheck: HealthConfig | None = None
     network_disabled: bool = False
+    mac_address: str = ""
+    # NetworkingConfig.EndpointsConfig: network name (or id) -> what the container asks of it.
+    networks: dict[str, EndpointConfig] = field(default_factory=dict)
     host: HostConfig = HostConfig()
 
 
