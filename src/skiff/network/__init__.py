@@ -1,0 +1,1 @@
+"""Container networking: namespaces, CNI plugins, iptables, published ports, embedded DNS."""
