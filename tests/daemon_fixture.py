@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -38,6 +39,12 @@ class Daemon:
     cgroup_parent: str
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    # Private networking: own default bridge, subnets and iptables chains, so a test daemon
+    # never collides with a demo skiffd or another test daemon.
+    bridge: str = ""
+    bip: str = ""
+    pool: str = ""
+    chain_prefix: str = ""
 
     @property
     def host(self) -> str:
@@ -65,6 +72,10 @@ class Daemon:
                 self.cgroup_parent,
                 "--log-level",
                 "debug",
+                *(["--bridge", self.bridge] if self.bridge else []),
+                *(["--bip", self.bip] if self.bip else []),
+                *(["--default-address-pool", self.pool] if self.pool else []),
+                *(["--iptables-chain-prefix", self.chain_prefix] if self.chain_prefix else []),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -119,7 +130,27 @@ class Daemon:
         kill_processes_mentioning(str(self.root))
         unmount_under(self.base)
         remove_cgroup_tree(self.cgroup_parent)
+        self.remove_network_objects()
         shutil.rmtree(self.base, ignore_errors=True)
+
+    def bridges(self) -> list[str]:
+        """Linux bridges of this daemon's networks (read from its database)."""
+        names = {self.bridge} if self.bridge else set()
+        db = self.root / "metadata.db"
+        if db.exists():
+            with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(db)) as conn:
+                for (data,) in conn.execute("SELECT data FROM networks"):
+                    bridge = json.loads(data).get("bridge")
+                    if bridge:
+                        names.add(bridge)
+        return sorted(names)
+
+    def remove_network_objects(self) -> None:
+        """Bridges and iptables chains the daemon made (its containers' veths die with their netns)."""
+        for bridge in self.bridges():
+            subprocess.run(["ip", "link", "delete", bridge, "type", "bridge"], capture_output=True)
+        if self.chain_prefix:
+            remove_chains(self.chain_prefix)
 
 
 def kill_processes_mentioning(marker: str) -> None:
@@ -135,6 +166,22 @@ def kill_processes_mentioning(marker: str) -> None:
         if marker in cmdline:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(int(entry.name), signal.SIGKILL)
+
+
+def remove_chains(prefix: str) -> None:
+    """Delete iptables chains named ``prefix-*`` and the jumps to them (filter and nat)."""
+    for table in ("filter", "nat"):
+        rules = subprocess.run(["iptables", "-w", "-t", table, "-S"], capture_output=True, text=True).stdout
+        for line in rules.splitlines():
+            parts = line.split()
+            if len(parts) > 3 and parts[0] == "-A" and "-j" in parts and parts[parts.index("-j") + 1].startswith(prefix + "-"):
+                if not parts[1].startswith(prefix + "-"):
+                    subprocess.run(["iptables", "-w", "-t", table, "-D", *parts[1:]], capture_output=True)
+        chains = [ln.split()[1] for ln in rules.splitlines() if ln.startswith("-N ") and ln.split()[1].startswith(prefix + "-")]
+        for chain in chains:
+            subprocess.run(["iptables", "-w", "-t", table, "-F", chain], capture_output=True)
+        for chain in chains:
+            subprocess.run(["iptables", "-w", "-t", table, "-X", chain], capture_output=True)
 
 
 def unmount_under(base: Path) -> None:
@@ -158,6 +205,17 @@ def remove_cgroup_tree(parent: str) -> None:
             top.rmdir()
 
 
+def network_settings(tag: str) -> dict[str, str]:
+    """A private bridge, default subnet, address pool and chain prefix for one test daemon."""
+    r = int(tag[:2], 16)
+    return {
+        "bridge": f"skt-{tag}",
+        "bip": f"10.239.{r}.1/24",
+        "pool": f"10.{240 + r // 16}.{(r % 16) * 16}.0/20",
+        "chain_prefix": f"SKT{tag[:6]}",
+    }
+
+
 @contextlib.contextmanager
 def running_daemon() -> Iterator[Daemon]:
     tag = secrets.token_hex(4)
@@ -170,6 +228,7 @@ def running_daemon() -> Iterator[Daemon]:
         socket=base / "run" / "skiff.sock",
         cgroup_parent=f"skiff-test-{tag}",
         log_path=base / "skiffd.log",
+        **network_settings(tag),
     )
     try:
         daemon.start()

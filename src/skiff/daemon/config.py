@@ -24,6 +24,13 @@ class DaemonConfig:
     cgroup_parent: str = "skiff"
     log_level: str = "info"
     socket_group: str = "root"
+    # Networking (daemon.json's names): the default network's Linux bridge and its address
+    # with prefix; user networks get subnets of pool-size bits carved from the pool.
+    bridge: str = "skiff0"
+    bip: str = "10.211.0.1/16"
+    default_address_pool: str = "10.212.0.0/14"
+    default_address_pool_size: int = 24
+    iptables_chain_prefix: str = "SKIFF"
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

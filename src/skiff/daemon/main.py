@@ -36,6 +36,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runtime", choices=["runc", "crun"], help="OCI runtime (default runc)")
     p.add_argument("--cgroup-parent", help="parent cgroup for containers (default skiff)")
     p.add_argument("--config", help="config file (YAML or JSON; keys as the long flags)")
+    p.add_argument("-b", "--bridge", help="Linux bridge of the default network (default skiff0)")
+    p.add_argument("--bip", help="the default network bridge's address and prefix (default 10.211.0.1/16)")
+    p.add_argument(
+        "--default-address-pool", help="CIDR that user networks' subnets come from (default 10.212.0.0/14)"
+    )
+    p.add_argument("--iptables-chain-prefix", help="prefix of skiff's iptables chains (default SKIFF)")
     p.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="log level (default info)"
     )
@@ -54,6 +60,10 @@ def build_config(args: argparse.Namespace) -> DaemonConfig:
         "runtime": args.runtime,
         "cgroup-parent": args.cgroup_parent,
         "log-level": args.log_level,
+        "bridge": args.bridge,
+        "bip": args.bip,
+        "default-address-pool": args.default_address_pool,
+        "iptables-chain-prefix": args.iptables_chain_prefix,
     }
     return merge(config, {k: v for k, v in flags.items() if v is not None})
 
@@ -74,6 +84,7 @@ class JsonishFormatter(logging.Formatter):
 async def serve(config: DaemonConfig) -> None:
     from skiff.api.app import create_app
     from skiff.engine.engine import Engine, EngineConfig
+    from skiff.engine.networks import NetworkConfig
 
     engine = Engine(
         EngineConfig(
@@ -81,6 +92,13 @@ async def serve(config: DaemonConfig) -> None:
             run_dir=config.run_dir,
             runtime=config.runtime,
             cgroup_parent=config.cgroup_parent,
+            network=NetworkConfig(
+                bridge=config.bridge,
+                bip=config.bip,
+                pool=config.default_address_pool,
+                pool_size=config.default_address_pool_size,
+                chain_prefix=config.iptables_chain_prefix,
+            ),
         )
     )
     await engine.start()

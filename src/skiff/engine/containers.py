@@ -17,7 +17,7 @@ import shutil
 import signal as signal_mod
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skiff import failpoints
 from skiff.engine.events import EventBus
@@ -30,16 +30,23 @@ from skiff.engine.merge import (
     validate_spec,
 )
 from skiff.engine.model import Container, now_rfc3339
-from skiff.engine.rootfs import write_container_files
+from skiff.engine.rootfs import hosts_text, rewrite_hosts, write_container_files
 from skiff.errors import Conflict, InvalidArgument, NotFound, NotModified, RuntimeFailure, SkiffError
 from skiff.images.imagestore import ImageStore
 from skiff.runtime.runc import AttachStream, ExitStatus, Runtime
 from skiff.runtime.spec import generate_spec, linux_resources, resolve_groups, resolve_user
 from skiff.store.metadata import MetadataDB
 from skiff.store.snapshots import OverlaySnapshotter, mount_all, unmount
-from skiff.types import ContainerSpec, HostConfig
+from skiff.types import ContainerSpec, Endpoint, HostConfig, NetworkState
+
+if TYPE_CHECKING:
+    from skiff.engine.networks import NetworkService
 
 log = logging.getLogger("skiff.engine")
+
+_NO_ENDPOINT = Endpoint(
+    network_id="", network_name="", endpoint_id="", ifname="", ip_address="", prefix_len=0, gateway="", mac_address=""
+)
 
 DEFAULT_STOP_TIMEOUT = 10
 
@@ -84,6 +91,7 @@ class ContainerService:
         self._restart_tasks: dict[str, asyncio.Task[None]] = {}
         self.on_started: list[Any] = []  # callbacks(container) - health checks hook in here
         self.on_exited: list[Any] = []
+        self.networks: NetworkService | None = None  # wired by the Engine
         (root / "containers").mkdir(parents=True, exist_ok=True)
 
     # ----------------------------------------------------------------- lookup
@@ -140,12 +148,11 @@ class ContainerService:
         validate_spec(spec)
         image = self.images.get(spec.image)
         merged = merge_image_config(spec, image.config)
-        if merged.host.network_mode in ("", "default", "bridge"):
-            # Bridge networking arrives with the networking work; until then "default" is none.
-            merged = replace(merged, host=replace(merged.host, network_mode="none"))
-        if merged.host.network_mode.startswith("container:"):
-            raise InvalidArgument("container: network mode is not supported yet")
         cid = new_container_id()
+        if self.networks is not None:
+            merged = self.networks.normalize(merged, cid)
+        elif merged.host.network_mode not in ("none", "host"):
+            merged = replace(merged, host=replace(merged.host, network_mode="none"))
         # The name is reserved before the first await, so concurrent creates cannot take it twice.
         name = self._reserve_name(name, cid)
         args = (*merged.entrypoint, *merged.cmd)
@@ -220,19 +227,37 @@ class ContainerService:
     async def _start_locked(self, c: Container) -> None:
         bundle = self.bundle(c.id)
         rootfs = bundle / "rootfs"
+        nets = self.networks
+        attaching: asyncio.Task[NetworkState] | None = None
+        network = NetworkState()
         try:
+            netns_path = nets.namespace_for(c) if nets is not None else None
+            if nets is not None and netns_path and c.spec.networks:
+                # CNI ADD runs while runc creates the container; both finish before start.
+                attaching = asyncio.create_task(nets.attach(c, netns_path))
             mounts = self.snapshotter.mounts(c.id)
             unmount(rootfs)
             mount_all(mounts, rootfs)
             uid, gid, gids = resolve_user(rootfs, c.spec.user)
             gids = list(dict.fromkeys([*gids, *resolve_groups(rootfs, c.spec.host.group_add)]))
-            binds = write_container_files(bundle / "files", c.spec, c.hostname)
-            oci = generate_spec(
+            spec = c.spec
+            link_hosts: list[tuple[str, str]] = []
+            if nets is not None and c.spec.host.links:
+                link_hosts = nets.hosts_entries(c, self._linked_state(c))
+                spec = replace(spec, env=(*nets.link_env(c), *spec.env))
+            binds = write_container_files(
+                bundle / "files",
                 c.spec,
+                c.hostname,
+                extra_hosts=link_hosts,
+                embedded_dns=nets is not None and nets.uses_embedded_dns(c),
+            )
+            oci = generate_spec(
+                spec,
                 container_id=c.id,
                 rootfs=str(rootfs),
                 hostname=c.hostname,
-                netns_path=None,
+                netns_path=netns_path,
                 cgroups_path=c.cgroups_path,
                 extra_mounts=binds,
                 uid=uid,
@@ -252,15 +277,25 @@ class ContainerService:
                 stdin_once=c.spec.stdin_once,
                 log_path=self.log_path(c.id),
             )
+            if attaching is not None:
+                network = await attaching
+                attaching = None
+                if network.endpoints:
+                    ep = network.endpoints[0]
+                    rewrite_hosts(bundle / "files", hosts_text(c.spec, c.hostname, ep.ip_address, link_hosts))
             failpoints.hit("start-after-runtime-create")
             await self._connect_pending_attaches(c.id)
             await self.runtime.start(c.id)
-        except SkiffError as exc:
-            await self._cleanup_failed_start(c, exc)
-            raise
-        except OSError as exc:
-            err = RuntimeFailure(f"failed to start container {c.id[:12]}: {exc}")
+        except (SkiffError, OSError) as exc:
+            err = exc if isinstance(exc, SkiffError) else RuntimeFailure(f"failed to start container {c.id[:12]}: {exc}")
+            if attaching is not None:
+                with contextlib.suppress(BaseException):
+                    network = await attaching
+            if nets is not None:
+                await nets.release(c, network)
             await self._cleanup_failed_start(c, err)
+            if err is exc:
+                raise
             raise err from exc
         c = replace(
             c.with_state(
@@ -275,6 +310,7 @@ class ContainerService:
             ),
             manually_stopped=False,
             has_been_started=True,
+            network=network,
         )
         self._save(c)
         self._publish(c, "start")
@@ -367,11 +403,31 @@ class ContainerService:
         self._maybe_restart(c)
 
     async def _release_runtime(self, cid: str) -> None:
-        """Drop the runtime's state for an exited container and unmount its root."""
-        with contextlib.suppress(SkiffError, OSError):
-            await self.runtime.delete(cid, force=True)
+        """Drop the runtime's state and the network of an exited container; unmount its root."""
+
+        async def runtime() -> None:
+            with contextlib.suppress(SkiffError, OSError):
+                await self.runtime.delete(cid, force=True)
+
+        c = self._containers.get(cid)
+        if self.networks is not None and c is not None:
+            await asyncio.gather(runtime(), self.networks.release(c))
+            current = self._containers.get(cid)
+            if current is not None and current.network != NetworkState():
+                self._save(replace(current, network=NetworkState()))
+        else:
+            await runtime()
         with contextlib.suppress(OSError):
             unmount(self.bundle(cid) / "rootfs")
+
+    def _linked_state(self, c: Container) -> NetworkState:
+        """The endpoints a starting container will have, as far as links need them (the networks)."""
+        assert self.networks is not None
+        eps = []
+        for name in c.spec.networks:
+            rec = self.networks.get(name)
+            eps.append(replace(_NO_ENDPOINT, network_id=rec.id, network_name=rec.name))
+        return NetworkState(endpoints=tuple(eps))
 
     def _resolve_exit_waiters(self, cid: str, code: int) -> None:
         for fut in self._exit_waiters.pop(cid, []):
@@ -644,6 +700,8 @@ class ContainerService:
                 exit_code=255, oom_killed=False, finished_at=now_rfc3339()
             )
             await self._on_exit(c.id, status)
+        if self.networks is not None:
+            await self.networks.recover()
         for c in to_restart:
             with contextlib.suppress(SkiffError):
                 await self.start(c.id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from skiff.engine.containers import ContainerService
@@ -11,6 +11,7 @@ from skiff.engine.events import EventBus
 from skiff.engine.execs import ExecService
 from skiff.engine.health import HealthMonitor
 from skiff.engine.images import ImageService
+from skiff.engine.networks import NetworkConfig, NetworkService
 from skiff.images.imagestore import ImageStore
 from skiff.runtime.runc import Runtime
 from skiff.store.content import ContentStore
@@ -28,6 +29,7 @@ class EngineConfig:
     run_dir: Path = Path("/run/skiff")
     runtime: str = "runc"
     cgroup_parent: str = "skiff"
+    network: NetworkConfig = field(default_factory=NetworkConfig)
 
 
 class Engine:
@@ -57,6 +59,11 @@ class Engine:
             events=self.events,
             cgroup_parent=config.cgroup_parent,
         )
+        self.networks = NetworkService(
+            root=root, run_dir=config.run_dir, db=self.db, events=self.events, config=config.network
+        )
+        self.networks.containers = self.containers
+        self.containers.networks = self.networks
         self.images = ImageService(self.image_store, self.containers, self.events)
         self.execs = ExecService(self.containers)
         self.health = HealthMonitor(self.containers, self.execs)
@@ -67,9 +74,11 @@ class Engine:
         Order matters: half-made containers go first (their snapshots pin layers), then
         the image store drops leftover ingests, half-extracted layers and unused layers.
         """
+        await self.networks.start()
         await self.containers.recover()
         self.image_store.recover()
 
     async def stop(self) -> None:
         await self.containers.shutdown()
+        await self.networks.close()
         self.db.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from skiff.runtime.spec import BindFile
@@ -27,15 +28,12 @@ def _host_resolv_conf() -> str:
     return ""
 
 
-def write_container_files(
-    state_dir: Path, spec: ContainerSpec, hostname: str, ip_address: str = ""
-) -> list[BindFile]:
-    """Write /etc/hostname, /etc/hosts and /etc/resolv.conf for a container; return their binds."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    host_network = spec.host.network_mode == "host"
+def hosts_text(
+    spec: ContainerSpec, hostname: str, ip_address: str = "", extra: Sequence[tuple[str, str]] = ()
+) -> str:
+    """The container's /etc/hosts: localhost, its own address, links (``extra``), --add-host."""
     fqdn = f"{hostname}.{spec.domainname}" if spec.domainname else hostname
-    _atomic_write(state_dir / "hostname", hostname + "\n")
-    if host_network:
+    if spec.host.network_mode == "host":
         hosts = Path("/etc/hosts").read_text()
     else:
         hosts = (
@@ -46,12 +44,52 @@ def write_container_files(
             hosts += (
                 f"{ip_address}\t{fqdn} {hostname}\n" if fqdn != hostname else f"{ip_address}\t{hostname}\n"
             )
-    for extra in spec.host.extra_hosts:
-        name, _, addr = extra.partition(":")
+    for addr, names in extra:
+        hosts += f"{addr}\t{names}\n"
+    for entry in spec.host.extra_hosts:
+        name, _, addr = entry.partition(":")
+        if addr == "host-gateway":
+            continue
         hosts += f"{addr}\t{name}\n"
-    _atomic_write(state_dir / "hosts", hosts)
+    return hosts
+
+
+def rewrite_hosts(state_dir: Path, text: str) -> None:
+    """Replace /etc/hosts in place: the container's bind mount holds the file's inode."""
+    with open(state_dir / "hosts", "r+") as f:
+        f.write(text)
+        f.truncate()
+
+
+def write_container_files(
+    state_dir: Path,
+    spec: ContainerSpec,
+    hostname: str,
+    ip_address: str = "",
+    *,
+    extra_hosts: Sequence[tuple[str, str]] = (),
+    embedded_dns: bool = False,
+) -> list[BindFile]:
+    """Write /etc/hostname, /etc/hosts and /etc/resolv.conf for a container; return their binds.
+
+    ``embedded_dns``: the container is on a user-defined network, so its resolver is skiffd's
+    DNS server at 127.0.0.11 (which forwards to ``--dns`` servers or the host's).
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write(state_dir / "hostname", hostname + "\n")
+    _atomic_write(state_dir / "hosts", hosts_text(spec, hostname, ip_address, extra_hosts))
     resolv = _host_resolv_conf()
-    if spec.host.dns or spec.host.dns_search or spec.host.dns_options:
+    if embedded_dns:
+        lines = ["nameserver 127.0.0.11"]
+        search = spec.host.dns_search or tuple(
+            w for ln in resolv.splitlines() if ln.startswith("search") for w in ln.split()[1:]
+        )
+        if search:
+            lines.append("search " + " ".join(search))
+        opts = ["ndots:0", *spec.host.dns_options]
+        lines.append("options " + " ".join(opts))
+        resolv = "\n".join(lines) + "\n"
+    elif spec.host.dns or spec.host.dns_search or spec.host.dns_options:
         lines = [f"nameserver {ns}" for ns in spec.host.dns] or [
             ln for ln in resolv.splitlines() if ln.startswith("nameserver")
         ]

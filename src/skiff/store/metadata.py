@@ -41,6 +41,11 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_time ON events(time_nano);
+CREATE TABLE IF NOT EXISTS networks (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    data TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS layers (
     chain_id TEXT PRIMARY KEY,
     diff_id TEXT NOT NULL,
@@ -231,6 +236,25 @@ class MetadataDB:
                 raise AlreadyExists(_name_conflict(new_name, str(other[0])))
             if db.execute("UPDATE containers SET name = ? WHERE id = ?", (new_name, cid)).rowcount == 0:
                 raise NotFound(f"No such container: {cid}")
+
+    # -- networks ------------------------------------------------------------------------------
+
+    def put_network(self, nid: str, name: str, data: str) -> None:
+        """Insert or replace network ``nid``; AlreadyExists if another network has ``name``."""
+        with self._txn() as db:
+            other = db.execute("SELECT id FROM networks WHERE name = ? AND id != ?", (name, nid)).fetchone()
+            if other is not None:
+                raise AlreadyExists(f"network with name {name} already exists")
+            db.execute("INSERT OR REPLACE INTO networks (id, name, data) VALUES (?, ?, ?)", (nid, name, data))
+
+    def list_networks(self) -> list[tuple[str, str]]:
+        """(id, data) of every network."""
+        return [(str(a), str(b)) for a, b in self._query("SELECT id, data FROM networks ORDER BY name")]
+
+    def delete_network(self, nid: str) -> None:
+        """Remove a network record (absent is fine)."""
+        with self._txn() as db:
+            db.execute("DELETE FROM networks WHERE id = ?", (nid,))
 
     # -- events --------------------------------------------------------------------------------
 
