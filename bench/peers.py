@@ -1,10 +1,13 @@
 """Start and stop the peers a benchmark compares skiff against, each in its own private dirs.
 
 - ``docker``: the Debian ``docker.io`` dockerd (with its managed containerd), started by us with
-  its own data/exec roots and socket, no bridge, no iptables, no forwarding; stopped by its pid.
-- ``podman``: the Debian ``podman`` with its own --root/--runroot/--tmpdir (no daemon).
+  its own data/exec roots and socket, no iptables, no forwarding; stopped by its pid. No bridge,
+  or (``bridge_cidr``) a bridge ``skbench-d0`` the bench creates for it and deletes afterwards.
+- ``podman``: the Debian ``podman`` with its own --root/--runroot/--tmpdir and network config dir
+  (no daemon); :func:`podman_network` adds a bridge network with a skbench-named bridge.
 - ``runc``: bare ``runc run`` of a bundle unpacked from the same rootfs.
 - ``skiff``: a skiffd started by the bench with its own --root and socket; stopped by its pid.
+  ``settings`` go to it as a config file (e.g. its default bridge's name and subnet).
 
 skiffd and dockerd are driven by the SAME client: the docker CLI (``/usr/local/bin/docker`` when
 present) with ``DOCKER_HOST`` pointing at the daemon's socket, so client cost is identical.
@@ -15,8 +18,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import resource
+import shlex
 import shutil
 import signal
 import subprocess
@@ -32,9 +37,11 @@ from bench.rootfs import build_rootfs_tar, make_runc_bundle
 
 DOCKER_DIR = Path("/tmp/skiff-bench-docker")
 PODMAN_DIR = Path("/tmp/skiff-bench-podman")
+PODMAN_NETWORKS = PODMAN_DIR / "networks"
 RUNC_DIR = Path("/tmp/skiff-bench-runc")
 SKIFF_DIR = Path("/tmp/skiff-bench-skiff")
 IMAGE = "busybox:latest"
+DOCKER_BRIDGE = "skbench-d0"  # the bridge docker_peer(bridge_cidr=...) creates and deletes
 
 
 def docker_cli() -> str:
@@ -126,7 +133,7 @@ signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
 
 
 @contextmanager
-def _guarded(cleanup: Callable[[], None]) -> Iterator[None]:
+def guarded(cleanup: Callable[[], None]) -> Iterator[None]:
     """Run ``cleanup`` on leaving the block, or at exit if the block is torn down abruptly."""
     _cleanups.append(cleanup)
     try:
@@ -162,6 +169,77 @@ def rootfs_tar() -> Path:
     return path
 
 
+def link_exists(name: str) -> bool:
+    """True if a network interface of that name exists in the host's namespace."""
+    return Path("/sys/class/net", name).exists()
+
+
+def delete_link(name: str) -> None:
+    """Delete an interface the bench created (a bridge a peer was given or made), if still there."""
+    if link_exists(name):
+        subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
+
+
+def claim_link_name(name: str) -> None:
+    """Refuse to go on when an interface the bench is about to create already exists.
+
+    It belongs to someone else (or to a bench that crashed): never adopt it, never delete it.
+    """
+    if link_exists(name):
+        raise RuntimeError(f"interface {name} exists: another bench is running, or remove its leftovers")
+
+
+def add_bridge(name: str, cidr: str) -> None:
+    """Create a Linux bridge with an address and bring it up (the caller deletes it)."""
+    claim_link_name(name)
+    for argv in (
+        ["ip", "link", "add", name, "type", "bridge"],
+        ["ip", "addr", "add", cidr, "dev", name],
+        ["ip", "link", "set", name, "up"],
+    ):
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            delete_link(name)
+            raise RuntimeError(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
+
+
+def iptables_chains() -> set[tuple[str, str]]:
+    """(table, chain) of every iptables chain, built-in and user-defined, in filter and nat."""
+    chains: set[tuple[str, str]] = set()
+    for table in ("filter", "nat"):
+        out = subprocess.run(["iptables-save", "-t", table], capture_output=True, text=True, check=False)
+        chains |= {(table, line[1:].split()[0]) for line in out.stdout.splitlines() if line.startswith(":")}
+    return chains
+
+
+def iptables_rules(table: str) -> list[str]:
+    """The ``-A CHAIN ...`` lines of one table, as iptables-save prints them."""
+    out = subprocess.run(["iptables-save", "-t", table], capture_output=True, text=True, check=False)
+    return [line for line in out.stdout.splitlines() if line.startswith("-A ")]
+
+
+def delete_rule(table: str, rule: str) -> bool:
+    """Delete one rule given as an iptables-save ``-A`` line."""
+    argv = ["iptables", "-w", "-t", table, "-D", *shlex.split(rule)[1:]]
+    return subprocess.run(argv, capture_output=True, check=False).returncode == 0
+
+
+def remove_chains(chains: set[tuple[str, str]]) -> None:
+    """Remove user-defined chains the bench's peers created: the jumps to them, then the chains."""
+    for table in ("filter", "nat"):
+        names = {c for t, c in chains if t == table}
+        if not names:
+            continue
+        for rule in iptables_rules(table):
+            words = rule.split()
+            if words[1] not in names and ("-j" in words and words[words.index("-j") + 1] in names):
+                delete_rule(table, rule)
+        for name in names:
+            subprocess.run(["iptables", "-w", "-t", table, "-F", name], capture_output=True, check=False)
+        for name in names:
+            subprocess.run(["iptables", "-w", "-t", table, "-X", name], capture_output=True, check=False)
+
+
 def _import(peer: Peer) -> None:
     subprocess.run(
         peer.argv("import", "--change", 'CMD ["sh"]', str(rootfs_tar()), IMAGE),
@@ -172,11 +250,19 @@ def _import(peer: Peer) -> None:
 
 
 @contextmanager
-def docker_peer() -> Iterator[Peer]:
-    """A private dockerd (Debian docker.io) with busybox:latest imported."""
+def docker_peer(bridge_cidr: str | None = None) -> Iterator[Peer]:
+    """A private dockerd (Debian docker.io) with busybox:latest imported.
+
+    Without ``bridge_cidr`` it has no bridge (``--network none`` only). With it, the bench creates
+    the bridge ``skbench-d0`` holding that address (e.g. ``10.216.0.1/24``) and dockerd's default
+    ``bridge`` network uses it; iptables, masquerading and forwarding stay off in either case, so
+    dockerd changes nothing on the host but its veths. The bridge is deleted after dockerd stops.
+    """
     ensure_packages("docker.io")
     if DOCKER_DIR.exists():
         raise RuntimeError(f"{DOCKER_DIR} exists: another bench is running, or remove its leftovers")
+    if bridge_cidr is not None:
+        claim_link_name(DOCKER_BRIDGE)
     DOCKER_DIR.mkdir(parents=True)
     (DOCKER_DIR / "daemon.json").write_text("{}\n")
     sock = DOCKER_DIR / "docker.sock"
@@ -188,7 +274,7 @@ def docker_peer() -> Iterator[Peer]:
         f"--pidfile={DOCKER_DIR}/pid",
         f"--config-file={DOCKER_DIR}/daemon.json",
         f"-H=unix://{sock}",
-        "--bridge=none",
+        f"--bridge={DOCKER_BRIDGE if bridge_cidr else 'none'}",
         "--iptables=false",
         "--ip6tables=false",
         "--ip-masq=false",
@@ -197,6 +283,12 @@ def docker_peer() -> Iterator[Peer]:
         "--storage-driver=overlay2",
         "--log-level=warn",
     ]
+    if bridge_cidr is not None:
+        try:
+            add_bridge(DOCKER_BRIDGE, bridge_cidr)
+        except BaseException:
+            shutil.rmtree(DOCKER_DIR, ignore_errors=True)
+            raise
     log = (DOCKER_DIR / "dockerd.log").open("wb")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     peer = Peer("docker", [docker_cli()], _client_env(sock, DOCKER_DIR / "client"), socket=str(sock))
@@ -209,30 +301,45 @@ def docker_peer() -> Iterator[Peer]:
         finally:
             _stop_pid(proc)
             log.close()
+            if bridge_cidr is not None:
+                delete_link(DOCKER_BRIDGE)
             unmount_all_under(DOCKER_DIR)
             remove_cgroups(cgroup)
             shutil.rmtree(DOCKER_DIR, ignore_errors=True)
 
-    with _guarded(cleanup):
+    with guarded(cleanup):
         wait_for_ping(str(sock), 60, proc)
         _import(peer)
         yield peer
 
 
 @contextmanager
-def podman_peer() -> Iterator[Peer]:
-    """podman (Debian) with private storage and runtime dirs, busybox:latest imported."""
+def podman_peer(network_backend: str | None = None) -> Iterator[Peer]:
+    """podman (Debian) with private storage, runtime and network config dirs, busybox:latest imported.
+
+    ``network_backend`` (``cni`` or ``netavark``) overrides podman's own choice (netavark when it
+    is installed) through a private containers.conf: the system one plus that setting.
+    """
     ensure_packages("podman")
     if PODMAN_DIR.exists():
         raise RuntimeError(f"{PODMAN_DIR} exists: another bench is running, or remove its leftovers")
     PODMAN_DIR.mkdir(parents=True)
     cgroup = f"skiff-bench-podman-{RUN_ID}"
+    env = dict(os.environ)
+    if network_backend is not None:
+        system = Path("/usr/share/containers/containers.conf")
+        text = system.read_text() if system.exists() else ""
+        setting = f'[network]\nnetwork_backend = "{network_backend}"\n'
+        text = text.replace("[network]\n", setting, 1) if "[network]\n" in text else text + setting
+        (PODMAN_DIR / "containers.conf").write_text(text)
+        env["CONTAINERS_CONF"] = str(PODMAN_DIR / "containers.conf")
     cli = [
         "podman",
         f"--root={PODMAN_DIR}/root",
         f"--runroot={PODMAN_DIR}/runroot",
         f"--tmpdir={PODMAN_DIR}/tmp",
         f"--volumepath={PODMAN_DIR}/volumes",
+        f"--network-config-dir={PODMAN_NETWORKS}",
         "--storage-driver=overlay",
         "--cgroup-manager=cgroupfs",
         "--events-backend=file",
@@ -244,7 +351,7 @@ def podman_peer() -> Iterator[Peer]:
     for name, res in (("nofile", resource.RLIMIT_NOFILE), ("nproc", resource.RLIMIT_NPROC)):
         limit = min(4096, resource.getrlimit(res)[1])
         flags.append(f"--ulimit={name}={limit}:{limit}")
-    peer = Peer("podman", cli, dict(os.environ), run_flags=flags)
+    peer = Peer("podman", cli, env, run_flags=flags)
 
     def cleanup() -> None:
         try:
@@ -254,9 +361,48 @@ def podman_peer() -> Iterator[Peer]:
             remove_cgroups(cgroup)
             shutil.rmtree(PODMAN_DIR, ignore_errors=True)
 
-    with _guarded(cleanup):
-        subprocess.run(peer.argv("import", str(rootfs_tar()), IMAGE), check=True, capture_output=True)
+    with guarded(cleanup):
+        subprocess.run(
+            peer.argv("import", str(rootfs_tar()), IMAGE), env=env, check=True, capture_output=True
+        )
         yield peer
+
+
+@contextmanager
+def podman_network(peer: Peer, name: str, subnet: str, bridge: str) -> Iterator[str]:
+    """A podman bridge network ``name`` on ``bridge`` (no DNS server); yields the backend's name.
+
+    podman 4.3 has no option for the bridge's name, so the bench rewrites it in the network's
+    file (podman reads its network config dir on every invocation). Removed on the way out with
+    whatever podman left: the bridge, iptables chains netavark created during this run (it keeps
+    its global ``NETAVARK*`` chains once made), the CNI backend's IPAM dir for this network.
+    """
+    claim_link_name(bridge)
+    chains_before = iptables_chains()
+    cni_ipam = Path("/var/lib/cni/networks") / name
+    cni_ipam_existed = cni_ipam.exists()
+    backend = peer.sh("info", "--format", "{{.Host.NetworkBackend}}").strip()
+
+    def cleanup() -> None:
+        peer.sh("network", "rm", "-f", name, check=False)
+        delete_link(bridge)
+        new = {(t, c) for t, c in iptables_chains() - chains_before if c.startswith("NETAVARK")}
+        remove_chains(new)
+        if not cni_ipam_existed:
+            shutil.rmtree(cni_ipam, ignore_errors=True)
+
+    with guarded(cleanup):
+        peer.sh("network", "create", "--disable-dns", f"--subnet={subnet}", name)
+        if (path := PODMAN_NETWORKS / f"{name}.json").exists():  # netavark
+            config = json.loads(path.read_text())
+            config["network_interface"] = bridge
+        elif (path := PODMAN_NETWORKS / f"{name}.conflist").exists():  # CNI
+            config = json.loads(path.read_text())
+            config["plugins"][0]["bridge"] = bridge
+        else:
+            raise RuntimeError(f"podman network create left no config for {name} in {PODMAN_NETWORKS}")
+        path.write_text(json.dumps(config, indent=2))
+        yield backend
 
 
 @contextmanager
@@ -280,7 +426,7 @@ def runc_bundle(runtime: str = "runc") -> Iterator[Callable[[int], list[str]]]:
         with contextlib.suppress(OSError):
             RUNC_DIR.rmdir()  # only when no other run uses it
 
-    with _guarded(cleanup):
+    with guarded(cleanup):
         make_runc_bundle(base / "bundle", rootfs_tar(), cgroup, ["/bin/true"])
         yield argv
 
@@ -295,10 +441,19 @@ def _runc_ids(runtime: str, state: Path) -> list[str]:
 
 
 @contextmanager
-def skiff_peer(runtime: str = "runc") -> Iterator[Peer]:
-    """A skiffd started by the bench with its own root and socket, busybox bootstrapped into it."""
+def skiff_peer(
+    runtime: str = "runc", settings: dict[str, object] | None = None, bridge: str | None = None
+) -> Iterator[Peer]:
+    """A skiffd started by the bench with its own root and socket, busybox bootstrapped into it.
+
+    ``settings`` are written to a private config file (keys as in skiffd's config, e.g. its
+    default bridge's name and subnet). ``bridge`` names a bridge this skiffd will create: it must
+    not exist beforehand, and is deleted after skiffd has stopped.
+    """
     if SKIFF_DIR.exists():
         raise RuntimeError(f"{SKIFF_DIR} exists: another bench is running, or remove its leftovers")
+    if bridge is not None:
+        claim_link_name(bridge)
     SKIFF_DIR.mkdir(parents=True)
     sock = SKIFF_DIR / "skiff.sock"
     argv = [
@@ -308,6 +463,9 @@ def skiff_peer(runtime: str = "runc") -> Iterator[Peer]:
         f"--runtime={runtime}",
         "--log-level=warning",
     ]
+    if settings:
+        (SKIFF_DIR / "skiffd.json").write_text(json.dumps(settings, indent=2) + "\n")
+        argv.append(f"--config={SKIFF_DIR}/skiffd.json")
     # Runtime state (conmon/runc) must not share the real daemon's /run/skiff: pass a private
     # run dir under whichever name this skiffd knows it by.
     helptext = subprocess.run([argv[0], "--help"], capture_output=True, text=True, check=False).stdout
@@ -330,11 +488,13 @@ def skiff_peer(runtime: str = "runc") -> Iterator[Peer]:
         finally:
             _stop_pid(proc)
             log.close()
+            if bridge is not None:
+                delete_link(bridge)
             unmount_all_under(SKIFF_DIR)
             remove_cgroups(cgroup)
             shutil.rmtree(SKIFF_DIR, ignore_errors=True)
 
-    with _guarded(cleanup):
+    with guarded(cleanup):
         try:
             wait_for_ping(str(sock), 30, proc)
         except RuntimeError as exc:

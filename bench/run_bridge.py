@@ -1,0 +1,453 @@
+"""`run --rm busybox true` on the default bridge network: skiff vs docker vs podman vs bare runc + CNI.
+
+All peers are measured interleaved in one invocation (each round runs every peer once, in a
+rotated order). Client: the docker CLI with ``DOCKER_HOST`` for both skiffd and dockerd; podman
+uses its own CLI. Every peer gets its own skbench-named bridge and a 10.21x subnet:
+
+- skiffd: private root/run dir/socket/cgroup parent; its default ``bridge`` network configured
+  through a private config file to bridge ``skbench-s0``, subnet 10.218.0.0/24.
+- dockerd: private dirs, ``--bridge=skbench-d0`` (a bridge the bench creates, 10.216.0.1/24),
+  ``--iptables=false --ip-masq=false --ip-forward=false``: no firewall or NAT work, which
+  favours Docker (skiff and podman set up masquerading).
+- podman: private dirs, network ``skbench`` (10.217.0.0/24, bridge ``skbench-p0``, no DNS
+  server), ``--network skbench``; its default network backend (netavark here) unless
+  ``--podman-backend`` says otherwise.
+- runc+CNI: the naive composition a daemon's work would be measured against, sequential: a
+  network namespace (unshare + bind mount, lo up, in-process), CNI ADD of the bridge plugin
+  (bridge ``skbench-c0``, isGateway, no ipMasq, host-local IPAM on 10.219.0.0/24 in a private
+  dataDir), ``runc create``/``start``, wait for the exit (pidfd), ``runc delete``, CNI DEL,
+  namespace removal. No client process. Its parts are reported as extra lines.
+
+Before the measured rounds each peer runs ``ip -4 -o addr show eth0`` once, and the address
+must be inside that peer's subnet: a peer that silently fell back to no network is refused.
+
+    .venv/bin/python -m bench.run_bridge --runs 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import itertools
+import json
+import os
+import re
+import select
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    RUN_ID,
+    brief,
+    figure,
+    print_series,
+    ratio,
+    remove_cgroups,
+    summarize,
+    timed_run,
+    unmount_all_under,
+    write_result,
+)
+from bench.peers import (
+    Peer,
+    claim_link_name,
+    delete_link,
+    delete_rule,
+    docker_peer,
+    guarded,
+    iptables_rules,
+    podman_network,
+    podman_peer,
+    rootfs_tar,
+    skiff_peer,
+)
+from bench.rootfs import make_runc_bundle
+
+RUN_ARGS = ("--rm", "busybox", "true")
+CHECK_ARGS = ("--rm", "busybox", "ip", "-4", "-o", "addr", "show", "eth0")
+
+DOCKER_CIDR = "10.216.0.1/24"  # address of skbench-d0, which makes docker's default subnet
+PODMAN_NETWORK, PODMAN_SUBNET, PODMAN_BRIDGE = "skbench", "10.217.0.0/24", "skbench-p0"
+SKIFF_SUBNET, SKIFF_BRIDGE = "10.218.0.0/24", "skbench-s0"
+CNI_SUBNET, CNI_BRIDGE = "10.219.0.0/24", "skbench-c0"
+SUBNETS = {
+    "skiff": SKIFF_SUBNET,
+    "docker": str(ipaddress.ip_interface(DOCKER_CIDR).network),
+    "podman": PODMAN_SUBNET,
+    "runc+CNI": CNI_SUBNET,
+}
+BRIDGES = ("skbench-d0", PODMAN_BRIDGE, SKIFF_BRIDGE, CNI_BRIDGE)
+CNI_PLUGINS = Path("/usr/lib/cni")
+
+# skiffd's config keys for its default bridge network, by the names its DaemonConfig may use.
+SKIFF_SUBNET_KEYS = ("default_bridge_subnet", "bridge_subnet", "default_subnet")
+SKIFF_BRIDGE_KEYS = ("default_bridge_name", "bridge_name", "default_bridge")
+
+
+def skiff_settings() -> dict[str, object]:
+    """Config for the bench's skiffd: its default bridge on skbench-s0 / 10.218.0.0/24.
+
+    Raises when this skiffd has no such settings (bridge networking not there yet): measuring it
+    on its built-in default bridge could collide with a demo skiffd's.
+    """
+    from skiff.daemon.config import DaemonConfig
+
+    known = {f.name for f in fields(DaemonConfig)}
+    subnet = next((k for k in SKIFF_SUBNET_KEYS if k in known), None)
+    bridge = next((k for k in SKIFF_BRIDGE_KEYS if k in known), None)
+    if subnet is None or bridge is None:
+        raise RuntimeError(
+            "skiffd's config has no default bridge name/subnet settings yet "
+            f"(looked for {SKIFF_SUBNET_KEYS} and {SKIFF_BRIDGE_KEYS})"
+        )
+    return {subnet.replace("_", "-"): SKIFF_SUBNET, bridge.replace("_", "-"): SKIFF_BRIDGE}
+
+
+def check_address(name: str, output: str) -> str:
+    """The container's eth0 address from ``ip -4 -o addr``; it must be in the peer's subnet."""
+    found = re.search(r"inet (\d+\.\d+\.\d+\.\d+)/\d+", output)
+    if not found:
+        raise RuntimeError(f"{name}: the container has no IPv4 address on eth0: {output.strip()!r}")
+    address = found.group(1)
+    if ipaddress.ip_address(address) not in ipaddress.ip_network(SUBNETS[name]):
+        raise RuntimeError(f"{name}: container address {address} is not in {SUBNETS[name]}")
+    return address
+
+
+def check_peer(name: str, peer: Peer, flags: tuple[str, ...] = ()) -> str:
+    """Run the address check once through the peer's CLI."""
+    proc = subprocess.run(
+        peer.run_argv(*flags, *CHECK_ARGS), env=peer.env, capture_output=True, text=True, timeout=120
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name}: address check failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return check_address(name, proc.stdout)
+
+
+# ---- bare runc + CNI ADD/DEL ------------------------------------------------------------------
+
+
+class RuncCni:
+    """The baseline: namespace, CNI ADD, runc create/start/wait/delete, CNI DEL, namespace removal."""
+
+    PARTS = ("netns create", "CNI ADD", "runc", "CNI DEL", "netns remove")
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.bundle = base / "bundle"
+        self.state = base / "state"
+        self.netns = base / "netns" / f"skbench-{RUN_ID}"
+        self.cgroup = f"skiff-bench-cni-{RUN_ID}"
+        self.config = {
+            "cniVersion": "1.0.0",
+            "name": f"skbench-cni-{RUN_ID}",
+            "type": "bridge",
+            "bridge": CNI_BRIDGE,
+            "isGateway": True,
+            "ipMasq": False,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": CNI_SUBNET}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "dataDir": str(base / "ipam"),
+            },
+        }
+        self.attached: str | None = None  # container id with a CNI ADD not yet undone
+        self.parts: dict[str, list[float]] = {p: [] for p in self.PARTS}
+
+    def prepare(self, args: list[str]) -> None:
+        make_runc_bundle(self.bundle, rootfs_tar(), self.cgroup, args)
+        path = self.bundle / "config.json"
+        spec = json.loads(path.read_text())
+        for ns in spec["linux"]["namespaces"]:
+            if ns["type"] == "network":
+                ns["path"] = str(self.netns)
+        path.write_text(json.dumps(spec, indent=2))
+
+    def cni(self, command: str, cid: str, prev: dict[str, Any] | None = None) -> dict[str, Any]:
+        config = dict(self.config)
+        if prev is not None:
+            config["prevResult"] = prev
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": cid,
+            "CNI_NETNS": str(self.netns),
+            "CNI_IFNAME": "eth0",
+            "CNI_PATH": str(CNI_PLUGINS),
+        }
+        proc = subprocess.run(
+            [str(CNI_PLUGINS / "bridge")],
+            input=json.dumps(config).encode(),
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"CNI {command} failed: {proc.stdout.decode()} {proc.stderr.decode()}".strip())
+        out = proc.stdout.strip()
+        return json.loads(out) if out else {}
+
+    def runc(self, *args: str, **kw: Any) -> None:
+        log = self.base / "runc.log"
+        with log.open("ab") as err:
+            proc = subprocess.run(
+                ["runc", f"--root={self.state}", *args],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,  # a file, not a pipe: the container inherits it and outlives `create`
+                timeout=60,
+                check=False,
+                **kw,
+            )
+        if proc.returncode != 0:
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:]
+            raise RuntimeError(f"runc {args[0]} failed ({proc.returncode}): {' '.join(tail)}")
+
+    def container(self, cid: str) -> None:
+        pidfile = self.base / "pid"
+        pidfile.unlink(missing_ok=True)
+        self.runc("create", f"--bundle={self.bundle}", f"--pid-file={pidfile}", cid)
+        try:
+            pidfd = os.pidfd_open(int(pidfile.read_text()))
+            try:
+                self.runc("start", cid)
+                poller = select.poll()
+                poller.register(pidfd, select.POLLIN)
+                if not poller.poll(60_000):
+                    raise RuntimeError(f"runc container {cid} did not exit within 60 s")
+            finally:
+                os.close(pidfd)
+        finally:
+            self.runc("delete", "--force", cid)
+
+    def run(self, i: int) -> float:
+        """One sequential iteration; returns its total wall time in ms and records the parts."""
+        from skiff.network import netns
+
+        cid = f"skbench-{RUN_ID}-{i}"
+        marks = [time.perf_counter()]
+        netns.create(self.netns)
+        try:
+            marks.append(time.perf_counter())
+            self.attached = cid
+            result = self.cni("ADD", cid)
+            marks.append(time.perf_counter())
+            self.container(cid)
+            marks.append(time.perf_counter())
+            self.cni("DEL", cid, result)
+            self.attached = None
+            marks.append(time.perf_counter())
+        finally:
+            netns.remove(self.netns)
+        marks.append(time.perf_counter())
+        for part, (start, end) in zip(self.PARTS, itertools.pairwise(marks), strict=True):
+            self.parts[part].append((end - start) * 1000.0)
+        return (marks[-1] - marks[0]) * 1000.0
+
+    def check(self) -> str:
+        """One ADD/DEL with a look at eth0 inside the namespace: the baseline does attach."""
+        from skiff.network import netns
+
+        cid = f"skbench-{RUN_ID}-check"
+        netns.create(self.netns)
+        try:
+            self.attached = cid
+            result = self.cni("ADD", cid)
+            out = subprocess.run(
+                ["nsenter", f"--net={self.netns}", "ip", "-4", "-o", "addr", "show", "eth0"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout
+            self.cni("DEL", cid, result)
+            self.attached = None
+        finally:
+            netns.remove(self.netns)
+        return check_address("runc+CNI", out)
+
+    def cleanup(self) -> None:
+        from skiff.network import netns
+
+        if self.state.exists():
+            ids = subprocess.run(
+                ["runc", f"--root={self.state}", "list", "-q"], capture_output=True, text=True, check=False
+            ).stdout.split()
+            for cid in ids:
+                subprocess.run(["runc", f"--root={self.state}", "delete", "-f", cid], capture_output=True)
+        if self.attached is not None and self.netns.exists():
+            with contextlib.suppress(Exception):
+                self.cni("DEL", self.attached)
+        with contextlib.suppress(Exception):
+            netns.remove(self.netns)
+        delete_link(CNI_BRIDGE)
+        unmount_all_under(self.base)
+        remove_cgroups(self.cgroup)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+@contextmanager
+def runc_cni() -> Iterator[RuncCni]:
+    """The baseline's bundle, state and IPAM dirs under /tmp/skiff-bench-cni-<run>, removed afterwards."""
+    if not (CNI_PLUGINS / "bridge").exists():
+        raise RuntimeError(f"{CNI_PLUGINS}/bridge is missing: apt-get install containernetworking-plugins")
+    claim_link_name(CNI_BRIDGE)
+    base = Path(f"/tmp/skiff-bench-cni-{RUN_ID}")
+    base.mkdir(parents=True)
+    baseline = RuncCni(base)
+    with guarded(baseline.cleanup):
+        baseline.prepare(["/bin/true"])
+        yield baseline
+
+
+# ---- leak check -------------------------------------------------------------------------------
+
+
+def stray_rules() -> list[tuple[str, str]]:
+    """iptables rules that name one of the bench's bridges or subnets."""
+    pattern = re.compile(r"skbench-|10\.21[6-9]\.0\.")
+    return [(t, r) for t in ("filter", "nat") for r in iptables_rules(t) if pattern.search(r)]
+
+
+def remove_stray_rules(before: list[tuple[str, str]]) -> list[str]:
+    """Delete rules naming our bridges/subnets that were not there before the run; report them."""
+    left = [(t, r) for t, r in stray_rules() if (t, r) not in before]
+    for table, rule in left:
+        delete_rule(table, rule)
+    return [f"{t}: {r}" for t, r in left]
+
+
+# ---- main -------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=50, help="measured runs per peer (default 50)")
+    parser.add_argument("--warmup", type=int, default=3, help="unmeasured runs per peer first")
+    parser.add_argument("--max-seconds", type=float, default=1200, help="stop adding rounds after this")
+    parser.add_argument("--skip", action="append", default=[], help="peer to leave out (repeatable)")
+    parser.add_argument(
+        "--podman-backend", choices=["netavark", "cni"], help="podman network backend (default: podman's)"
+    )
+    args = parser.parse_args()
+
+    rules_before = stray_rules()
+    commands: dict[str, Callable[[int], float]] = {}
+    addresses: dict[str, str] = {}
+    notes: list[str] = []
+    baseline: RuncCni | None = None
+    podman_backend = ""
+    with ExitStack() as stack:
+
+        def skiff() -> None:
+            peer = stack.enter_context(skiff_peer(settings=skiff_settings(), bridge=SKIFF_BRIDGE))
+            addresses["skiff"] = check_peer("skiff", peer)
+            commands["skiff"] = lambda i: timed_run(peer.run_argv(*RUN_ARGS), env=peer.env)
+
+        def docker() -> None:
+            peer = stack.enter_context(docker_peer(bridge_cidr=DOCKER_CIDR))
+            addresses["docker"] = check_peer("docker", peer)
+            commands["docker"] = lambda i: timed_run(peer.run_argv(*RUN_ARGS), env=peer.env)
+
+        def podman() -> None:
+            nonlocal podman_backend
+            peer = stack.enter_context(podman_peer(args.podman_backend))
+            podman_backend = stack.enter_context(
+                podman_network(peer, PODMAN_NETWORK, PODMAN_SUBNET, PODMAN_BRIDGE)
+            )
+            flags = ("--network", PODMAN_NETWORK)
+            addresses["podman"] = check_peer("podman", peer, flags)
+            commands["podman"] = lambda i: timed_run(peer.run_argv(*flags, *RUN_ARGS), env=peer.env)
+
+        def runc() -> None:
+            nonlocal baseline
+            baseline = stack.enter_context(runc_cni())
+            addresses["runc+CNI"] = baseline.check()
+            commands["runc+CNI"] = baseline.run
+
+        for name, setup in (("skiff", skiff), ("docker", docker), ("podman", podman), ("runc+CNI", runc)):
+            if name in args.skip:
+                continue
+            try:
+                setup()
+                print(f"{name}: container address {addresses[name]}")
+            except Exception as exc:  # a missing peer is reported, the others still run
+                notes.append(f"{name}: not measured ({brief(exc)})")
+                print(f"! {notes[-1]}")
+
+        for run in commands.values():
+            for i in range(args.warmup):
+                run(-1 - i)
+        if baseline is not None:
+            baseline.parts = {p: [] for p in baseline.PARTS}  # warm-up parts are not measured
+        samples: dict[str, list[float]] = {name: [] for name in commands}
+        order = list(commands)
+        deadline = time.monotonic() + args.max_seconds
+        for rnd in range(args.runs):
+            if time.monotonic() > deadline:
+                notes.append(f"stopped after {rnd} rounds: --max-seconds {args.max_seconds:.0f} reached")
+                break
+            shift = rnd % len(order) if order else 0
+            for name in order[shift:] + order[:shift]:
+                samples[name].append(commands[name](rnd))
+    # Every peer is down and its own cleanup has run; anything still naming our bridges is a leak.
+    leaks = [f"iptables rule left behind and removed: {r}" for r in remove_stray_rules(rules_before)]
+    leaks += [
+        f"interface left behind and removed: {b}" for b in BRIDGES if Path("/sys/class/net", b).exists()
+    ]
+    for b in BRIDGES:
+        delete_link(b)
+    for leak in leaks:
+        print(f"! {leak}")
+    notes += leaks
+
+    series = {name: summarize(s) for name, s in samples.items() if s}
+    if baseline is not None:
+        series |= {f"runc+CNI: {p}": summarize(s) for p, s in baseline.parts.items() if s}
+    print_series("run --rm busybox true, default bridge network (ms)", series)
+    figures = [
+        figure(
+            "run --rm true, bridge, skiff/docker p50 (docker CLI)",
+            ratio(series, "skiff", "docker"),
+            "<= 0.25",
+            0.25,
+        ),
+        figure(
+            "same, skiff/(bare runc + CNI ADD/DEL) p50",
+            ratio(series, "skiff", "runc+CNI"),
+            "<= 1.5",
+            1.5,
+        ),
+        figure("same, skiff/docker p95", ratio(series, "skiff", "docker", "p95"), "", None),
+        figure("same, skiff/(runc + CNI) p95", ratio(series, "skiff", "runc+CNI", "p95"), "", None),
+        figure("same, skiff/podman p50", ratio(series, "skiff", "podman"), "", None),
+    ]
+    write_result(
+        "run_bridge",
+        {
+            "title": "run --rm busybox true on the default bridge network",
+            "params": {
+                "runs": args.runs,
+                "warmup": args.warmup,
+                "client": "docker CLI for skiffd and dockerd",
+                "podman network backend": podman_backend or "-",
+            },
+            "series": series,
+            "figures": figures,
+            "notes": notes,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
