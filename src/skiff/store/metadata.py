@@ -46,6 +46,10 @@ CREATE TABLE IF NOT EXISTS networks (
     name TEXT NOT NULL UNIQUE,
     data TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS volumes (
+    name TEXT PRIMARY KEY,
+    data TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS layers (
     chain_id TEXT PRIMARY KEY,
     diff_id TEXT NOT NULL,
@@ -255,6 +259,28 @@ class MetadataDB:
         """Remove a network record (absent is fine)."""
         with self._txn() as db:
             db.execute("DELETE FROM networks WHERE id = ?", (nid,))
+
+    # -- volumes -------------------------------------------------------------------------------
+
+    def insert_volume(self, name: str, data: str) -> bool:
+        """Record a new volume; False (and no change) if ``name`` is already taken."""
+        with self._txn() as db:
+            cur = db.execute("INSERT OR IGNORE INTO volumes (name, data) VALUES (?, ?)", (name, data))
+            return cur.rowcount == 1
+
+    def get_volume(self, name: str) -> str | None:
+        """The engine's JSON for volume ``name``, or None."""
+        rows = self._query("SELECT data FROM volumes WHERE name = ?", (name,))
+        return str(rows[0][0]) if rows else None
+
+    def list_volumes(self) -> list[tuple[str, str]]:
+        """(name, data) of every volume, by name."""
+        return [(str(a), str(b)) for a, b in self._query("SELECT name, data FROM volumes ORDER BY name")]
+
+    def delete_volume(self, name: str) -> None:
+        """Forget a volume (absent is fine)."""
+        with self._txn() as db:
+            db.execute("DELETE FROM volumes WHERE name = ?", (name,))
 
     # -- events --------------------------------------------------------------------------------
 

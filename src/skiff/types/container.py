@@ -63,13 +63,21 @@ class DeviceMapping:
 
 @dataclass(frozen=True)
 class Mount:
-    """A mount into the container: type is ``bind``, ``volume`` or ``tmpfs``."""
+    """A mount into the container: type is ``bind``, ``volume`` or ``tmpfs``.
+
+    ``options``: a bind's propagation, a tmpfs's ``size=``/``mode=``, ``nocopy`` for a volume.
+    The ``volume_*`` fields are ``--mount``'s volume-driver/volume-opt/volume-label: they
+    apply when the mount creates its volume.
+    """
 
     type: str
     source: str
     target: str
     read_only: bool = False
     options: tuple[str, ...] = ()
+    volume_driver: str = ""
+    volume_options: dict[str, str] = field(default_factory=dict)
+    volume_labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
