@@ -60,6 +60,7 @@ clean:
 .PHONY: bench
 bench: deps venv
 	$(PY) -m bench.run_latency --runs 30
+	$(PY) -m bench.run_bridge --runs 50
 	$(PY) -m bench.churn --seconds 20 --rounds 2 --clients 8
 	$(PY) -m bench.memory --count 100
 	$(PY) -m bench.ps_latency --containers 1000 --runs 30

@@ -442,18 +442,30 @@ def _runc_ids(runtime: str, state: Path) -> list[str]:
 
 @contextmanager
 def skiff_peer(
-    runtime: str = "runc", settings: dict[str, object] | None = None, bridge: str | None = None
+    runtime: str = "runc",
+    settings: dict[str, object] | None = None,
+    bridge: str | None = None,
+    chain_prefix: str | None = None,
 ) -> Iterator[Peer]:
     """A skiffd started by the bench with its own root and socket, busybox bootstrapped into it.
 
     ``settings`` are written to a private config file (keys as in skiffd's config, e.g. its
-    default bridge's name and subnet). ``bridge`` names a bridge this skiffd will create: it must
-    not exist beforehand, and is deleted after skiffd has stopped.
+    default bridge's name and address). ``bridge`` names a bridge this skiffd will create and
+    ``chain_prefix`` the prefix of its iptables chains: neither may exist beforehand, and both
+    are deleted after skiffd has stopped (skiffd keeps them across restarts, as dockerd does).
     """
     if SKIFF_DIR.exists():
         raise RuntimeError(f"{SKIFF_DIR} exists: another bench is running, or remove its leftovers")
     if bridge is not None:
         claim_link_name(bridge)
+
+    def own_chains() -> set[tuple[str, str]]:
+        if chain_prefix is None:
+            return set()
+        return {(t, c) for t, c in iptables_chains() if c.startswith(chain_prefix + "-")}
+
+    if own_chains():
+        raise RuntimeError(f"iptables chains {chain_prefix}-* exist: another bench is running, or leftovers")
     SKIFF_DIR.mkdir(parents=True)
     sock = SKIFF_DIR / "skiff.sock"
     argv = [
@@ -490,6 +502,7 @@ def skiff_peer(
             log.close()
             if bridge is not None:
                 delete_link(bridge)
+            remove_chains(own_chains())
             unmount_all_under(SKIFF_DIR)
             remove_cgroups(cgroup)
             shutil.rmtree(SKIFF_DIR, ignore_errors=True)

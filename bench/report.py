@@ -37,6 +37,10 @@ def render(results: list[dict[str, Any]]) -> str:
     out += [f"| {k} | {v} |" for k, v in machine.items()]
     for res in results:
         out += ["", f"### {res.get('title', res['bench'])}", ""]
+        if (when := res["machine"].get("date")) != machine["date"]:
+            # Benchmarks are re-run one at a time: say when this one was, and what differed.
+            changed = [f"{k} {v}" for k, v in res["machine"].items() if k != "date" and machine.get(k) != v]
+            out += [f"Measured {when}" + (f" ({'; '.join(changed)})" if changed else "") + ".", ""]
         if params := res.get("params"):
             out += ["Parameters: " + ", ".join(f"`{k}={v}`" for k, v in params.items()), ""]
         if series := res.get("series"):

@@ -5,7 +5,8 @@ rotated order). Client: the docker CLI with ``DOCKER_HOST`` for both skiffd and 
 uses its own CLI. Every peer gets its own skbench-named bridge and a 10.21x subnet:
 
 - skiffd: private root/run dir/socket/cgroup parent; its default ``bridge`` network configured
-  through a private config file to bridge ``skbench-s0``, subnet 10.218.0.0/24.
+  through a private config file to bridge ``skbench-s0``, 10.218.0.1/24, iptables chains
+  ``SKBENCH-*`` (masquerading and isolation rules, installed once at daemon start).
 - dockerd: private dirs, ``--bridge=skbench-d0`` (a bridge the bench creates, 10.216.0.1/24),
   ``--iptables=false --ip-masq=false --ip-forward=false``: no firewall or NAT work, which
   favours Docker (skiff and podman set up masquerading).
@@ -13,10 +14,11 @@ uses its own CLI. Every peer gets its own skbench-named bridge and a 10.21x subn
   server), ``--network skbench``; its default network backend (netavark here) unless
   ``--podman-backend`` says otherwise.
 - runc+CNI: the naive composition a daemon's work would be measured against, sequential: a
-  network namespace (unshare + bind mount, lo up, in-process), CNI ADD of the bridge plugin
-  (bridge ``skbench-c0``, isGateway, no ipMasq, host-local IPAM on 10.219.0.0/24 in a private
-  dataDir), ``runc create``/``start``, wait for the exit (pidfd), ``runc delete``, CNI DEL,
-  namespace removal. No client process. Its parts are reported as extra lines.
+  network namespace (unshare + bind mount, lo up, in-process), CNI ADD of the bridge plugin with
+  the configuration skiffd writes for its default network (``skiff.network.cni.bridge_conf``:
+  isGateway, hairpin, no ipMasq, host-local IPAM) on bridge ``skbench-c0``, 10.219.0.0/24, a
+  private dataDir; ``runc create``/``start``, wait for the exit (pidfd), ``runc delete``, CNI
+  DEL, namespace removal. No client process. Its parts are reported as extra lines.
 
 Before the measured rounds each peer runs ``ip -4 -o addr show eth0`` once, and the address
 must be inside that peer's subnet: a peer that silently fell back to no network is refused.
@@ -69,6 +71,7 @@ from bench.peers import (
     skiff_peer,
 )
 from bench.rootfs import make_runc_bundle
+from skiff.network.cni import BridgeNetwork, bridge_conf
 
 RUN_ARGS = ("--rm", "busybox", "true")
 CHECK_ARGS = ("--rm", "busybox", "ip", "-4", "-o", "addr", "show", "eth0")
@@ -86,28 +89,29 @@ SUBNETS = {
 BRIDGES = ("skbench-d0", PODMAN_BRIDGE, SKIFF_BRIDGE, CNI_BRIDGE)
 CNI_PLUGINS = Path("/usr/lib/cni")
 
-# skiffd's config keys for its default bridge network, by the names its DaemonConfig may use.
-SKIFF_SUBNET_KEYS = ("default_bridge_subnet", "bridge_subnet", "default_subnet")
-SKIFF_BRIDGE_KEYS = ("default_bridge_name", "bridge_name", "default_bridge")
+SKIFF_CHAINS = "SKBENCH"  # the bench skiffd's iptables chains: SKBENCH-FORWARD, ...
+# skiffd's config (daemon.json's names): default bridge, its address, the user-network pool
+# (unused here, but kept off the demo skiffd's) and the iptables chain prefix.
+SKIFF_SETTINGS: dict[str, object] = {
+    "bridge": SKIFF_BRIDGE,
+    "bip": "10.218.0.1/24",
+    "default-address-pool": "10.218.128.0/17",
+    "iptables-chain-prefix": SKIFF_CHAINS,
+}
 
 
 def skiff_settings() -> dict[str, object]:
-    """Config for the bench's skiffd: its default bridge on skbench-s0 / 10.218.0.0/24.
+    """Config for the bench's skiffd; raises when this skiffd has no bridge networking settings.
 
-    Raises when this skiffd has no such settings (bridge networking not there yet): measuring it
-    on its built-in default bridge could collide with a demo skiffd's.
+    Measuring it on its built-in defaults could collide with a demo skiffd's bridge and chains.
     """
     from skiff.daemon.config import DaemonConfig
 
     known = {f.name for f in fields(DaemonConfig)}
-    subnet = next((k for k in SKIFF_SUBNET_KEYS if k in known), None)
-    bridge = next((k for k in SKIFF_BRIDGE_KEYS if k in known), None)
-    if subnet is None or bridge is None:
-        raise RuntimeError(
-            "skiffd's config has no default bridge name/subnet settings yet "
-            f"(looked for {SKIFF_SUBNET_KEYS} and {SKIFF_BRIDGE_KEYS})"
-        )
-    return {subnet.replace("_", "-"): SKIFF_SUBNET, bridge.replace("_", "-"): SKIFF_BRIDGE}
+    missing = [k for k in SKIFF_SETTINGS if k.replace("-", "_") not in known]
+    if missing:
+        raise RuntimeError(f"skiffd's config has no {', '.join(missing)} setting: no bridge networking yet")
+    return dict(SKIFF_SETTINGS)
 
 
 def check_address(name: str, output: str) -> str:
@@ -145,20 +149,16 @@ class RuncCni:
         self.state = base / "state"
         self.netns = base / "netns" / f"skbench-{RUN_ID}"
         self.cgroup = f"skiff-bench-cni-{RUN_ID}"
-        self.config = {
-            "cniVersion": "1.0.0",
-            "name": f"skbench-cni-{RUN_ID}",
-            "type": "bridge",
-            "bridge": CNI_BRIDGE,
-            "isGateway": True,
-            "ipMasq": False,
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[{"subnet": CNI_SUBNET}]],
-                "routes": [{"dst": "0.0.0.0/0"}],
-                "dataDir": str(base / "ipam"),
-            },
-        }
+        # The very configuration skiffd gives the bridge plugin for its default network.
+        self.config = bridge_conf(
+            BridgeNetwork(
+                cni_name=f"skbench-cni-{RUN_ID}",
+                bridge=CNI_BRIDGE,
+                subnet=CNI_SUBNET,
+                gateway=str(ipaddress.ip_network(CNI_SUBNET)[1]),
+            ),
+            base / "ipam",
+        )
         self.attached: str | None = None  # container id with a CNI ADD not yet undone
         self.parts: dict[str, list[float]] = {p: [] for p in self.PARTS}
 
@@ -337,10 +337,17 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=1200, help="stop adding rounds after this")
     parser.add_argument("--skip", action="append", default=[], help="peer to leave out (repeatable)")
     parser.add_argument(
+        "--network",
+        help="give skiff and docker an explicit --network (e.g. bridge, the default network's name); "
+        "by default neither gets one, as in the issue's `run --rm busybox true`",
+    )
+    parser.add_argument(
         "--podman-backend", choices=["netavark", "cni"], help="podman network backend (default: podman's)"
     )
     args = parser.parse_args()
 
+    run_args = RUN_ARGS if args.network is None else ("--network", args.network, *RUN_ARGS)
+    check_flags = () if args.network is None else ("--network", args.network)
     rules_before = stray_rules()
     commands: dict[str, Callable[[int], float]] = {}
     addresses: dict[str, str] = {}
@@ -350,14 +357,16 @@ def main() -> None:
     with ExitStack() as stack:
 
         def skiff() -> None:
-            peer = stack.enter_context(skiff_peer(settings=skiff_settings(), bridge=SKIFF_BRIDGE))
-            addresses["skiff"] = check_peer("skiff", peer)
-            commands["skiff"] = lambda i: timed_run(peer.run_argv(*RUN_ARGS), env=peer.env)
+            peer = stack.enter_context(
+                skiff_peer(settings=skiff_settings(), bridge=SKIFF_BRIDGE, chain_prefix=SKIFF_CHAINS)
+            )
+            addresses["skiff"] = check_peer("skiff", peer, check_flags)
+            commands["skiff"] = lambda i: timed_run(peer.run_argv(*run_args), env=peer.env)
 
         def docker() -> None:
             peer = stack.enter_context(docker_peer(bridge_cidr=DOCKER_CIDR))
-            addresses["docker"] = check_peer("docker", peer)
-            commands["docker"] = lambda i: timed_run(peer.run_argv(*RUN_ARGS), env=peer.env)
+            addresses["docker"] = check_peer("docker", peer, check_flags)
+            commands["docker"] = lambda i: timed_run(peer.run_argv(*run_args), env=peer.env)
 
         def podman() -> None:
             nonlocal podman_backend
@@ -440,6 +449,7 @@ def main() -> None:
                 "runs": args.runs,
                 "warmup": args.warmup,
                 "client": "docker CLI for skiffd and dockerd",
+                "command": " ".join(("run", *run_args)),
                 "podman network backend": podman_backend or "-",
             },
             "series": series,
