@@ -98,7 +98,8 @@ def test_ellipsis_and_ports() -> None:
         {"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
         {"IP": "::", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
     ]
-    assert format_ports(ports) == "0.0.0.0:8080->80/tcp, [::]:8080->80/tcp, 443/tcp"
+    # docker's DisplayablePorts puts unpublished ports (and same-port mappings) before the others
+    assert format_ports(ports) == "443/tcp, 0.0.0.0:8080->80/tcp, [::]:8080->80/tcp"
 
 
 CONTAINER = {

@@ -44,13 +44,15 @@ async def list_containers(request: web.Request) -> web.Response:
                 containers = [c for c in containers if c.created > pivot.created]
     if not show_all and limit <= 0 and "status" not in filters:
         containers = [c for c in containers if c.state.status in ("running", "paused", "restarting")]
-    containers = [c for c in containers if container_matches(c, filters)]
+    networks = {n.name: n for n in engine.networks.list()}
+    network_ids = {name: n.id for name, n in networks.items()}
+    containers = [c for c in containers if container_matches(c, filters, network_ids=network_ids)]
     if limit > 0:
         containers = containers[:limit]
     now = time.time()
     with_size = qbool(request, "size")
     return web.json_response(
-        [container_summary(c, now, _size(request, c.id) if with_size else None) for c in containers]
+        [container_summary(c, now, _size(request, c.id) if with_size else None, networks) for c in containers]
     )
 
 
@@ -77,7 +79,8 @@ async def inspect(request: web.Request) -> web.Response:
     engine = engine_of(request)
     c = engine.containers.get(request.match_info["id"])
     size = _size(request, c.id) if qbool(request, "size") else None
-    return web.json_response(container_inspect(c, str(engine.config.root), size))
+    networks = {n.name: n for n in engine.networks.list()}
+    return web.json_response(container_inspect(c, str(engine.config.root), size, networks))
 
 
 async def start(request: web.Request) -> web.Response:

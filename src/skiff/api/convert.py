@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Any
 
 from skiff.errors import InvalidArgument
 from skiff.types import (
     ContainerSpec,
     DeviceMapping,
+    EndpointConfig,
     HealthConfig,
     HostConfig,
     Mount,
@@ -108,6 +111,67 @@ def _port_bindings(value: Any) -> dict[str, tuple[tuple[str, str], ...]]:
     return out
 
 
+_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
+
+
+def _mac(value: Any, field: str) -> str:
+    mac = _str(value, field)
+    if mac and not _MAC_RE.match(mac):
+        raise InvalidArgument(f"invalid MAC address {mac!r} in {field}")
+    return mac.replace("-", ":").lower()
+
+
+def _link(value: str) -> str:
+    """A legacy link ``name[:alias]`` as ``name:alias`` (docker's ParseLink; ``/db:/web/x`` too)."""
+    parts = value.split(":")
+    if len(parts) > 2 or not parts[0].strip("/"):
+        raise InvalidArgument(f"invalid link {value!r}: use name[:alias]")
+    name = parts[0].strip("/")
+    alias = parts[1].rsplit("/", 1)[-1] if len(parts) == 2 and parts[1] else name
+    return f"{name}:{alias}"
+
+
+def endpoint_config_from_json(value: Any, field: str = "EndpointConfig") -> EndpointConfig:
+    """Docker's EndpointSettings (create's EndpointsConfig entry, or connect's body) -> EndpointConfig."""
+    ep = _obj(value, field)
+    ipam = _obj(ep.get("IPAMConfig"), f"{field}.IPAMConfig")
+    ipv4 = _str(ipam.get("IPv4Address"), f"{field}.IPAMConfig.IPv4Address")
+    if ipv4:
+        try:
+            ipaddress.IPv4Address(ipv4)
+        except ValueError:
+            raise InvalidArgument(f"invalid IPv4 address: {ipv4}") from None
+    if _str(ipam.get("IPv6Address"), f"{field}.IPAMConfig.IPv6Address"):
+        raise InvalidArgument("IPv6 addresses are not supported: skiff networks are IPv4 only")
+    return EndpointConfig(
+        aliases=_strs(ep.get("Aliases"), f"{field}.Aliases"),
+        ipv4_address=ipv4,
+        links=tuple(_link(v) for v in _strs(ep.get("Links"), f"{field}.Links")),
+        mac_address=_mac(ep.get("MacAddress"), f"{field}.MacAddress"),
+    )
+
+
+def _endpoints(body: JSON) -> dict[str, EndpointConfig]:
+    """``NetworkingConfig.EndpointsConfig``: network name or id -> what the container asks of it."""
+    config = _obj(body.get("NetworkingConfig"), "NetworkingConfig")
+    endpoints = _obj(config.get("EndpointsConfig"), "NetworkingConfig.EndpointsConfig")
+    out = {
+        name: endpoint_config_from_json(ep, f"EndpointsConfig.{name}")
+        for name, ep in endpoints.items()
+        if name
+    }
+    for name, ep in out.items():
+        if name in ("default", "bridge", "host", "none"):
+            # dockerd's ErrUnsupportedNetworkAndIP / ErrUnsupportedNetworkAndAlias
+            if ep.ipv4_address:
+                raise InvalidArgument("user specified IP address is supported on user defined networks only")
+            if ep.aliases:
+                raise InvalidArgument(
+                    "network-scoped alias is supported only for containers in user defined networks"
+                )
+    return out
+
+
 def console_size(value: Any) -> tuple[int, int]:
     """``ConsoleSize``: [height, width] of the client's terminal (API 1.42), or (0, 0)."""
     if value is None:
@@ -186,6 +250,8 @@ def host_config_from_json(body: JSON) -> HostConfig:
         mounts=tuple(mounts),
         tmpfs=_map(h.get("Tmpfs"), "Tmpfs"),
         port_bindings=_port_bindings(h.get("PortBindings")),
+        publish_all_ports=_bool(h.get("PublishAllPorts")),
+        links=tuple(_link(v) for v in _strs(h.get("Links"), "Links")),
         dns=_strs(h.get("Dns"), "Dns"),
         dns_search=_strs(h.get("DnsSearch"), "DnsSearch"),
         dns_options=_strs(h.get("DnsOptions"), "DnsOptions"),
@@ -236,6 +302,8 @@ def spec_from_create(body: Any) -> ContainerSpec:
         stop_timeout=None if stop_timeout is None else _int(stop_timeout, "StopTimeout"),
         healthcheck=health_from_json(body.get("Healthcheck")),
         network_disabled=_bool(body.get("NetworkDisabled")),
+        mac_address=_mac(body.get("MacAddress"), "MacAddress"),
+        networks=_endpoints(body),
         host=host_config_from_json(_obj(body.get("HostConfig"), "HostConfig")),
     )
 

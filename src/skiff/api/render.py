@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from skiff.engine.model import Container
-from skiff.types import ContainerSpec, HealthConfig, HostConfig, ImageConfig, ImageRecord
+from skiff.types import (
+    ContainerSpec,
+    Endpoint,
+    EndpointConfig,
+    HealthConfig,
+    HostConfig,
+    ImageConfig,
+    ImageRecord,
+    NetworkRecord,
+)
 
 JSON = dict[str, Any]
+# Network name -> record, for the network ids and kinds shown in a container's NetworkSettings.
+Networks = Mapping[str, NetworkRecord]
 
 
 def parse_time(value: str) -> float:
@@ -61,12 +73,13 @@ def config_json(spec: ContainerSpec, hostname: str) -> JSON:
         "Entrypoint": list(spec.entrypoint) or None,
         "OnBuild": None,
         "Labels": dict(spec.labels),
+        **({"MacAddress": spec.mac_address} if spec.mac_address else {}),
         **({"StopSignal": spec.stop_signal} if spec.stop_signal else {}),
         **({"StopTimeout": spec.stop_timeout} if spec.stop_timeout is not None else {}),
     }
 
 
-def host_config_json(h: HostConfig) -> JSON:
+def host_config_json(h: HostConfig, name: str = "") -> JSON:
     def throttle(items: tuple[Any, ...]) -> list[JSON]:
         return [{"Path": t.path, "Rate": t.rate} for t in items]
 
@@ -95,11 +108,12 @@ def host_config_json(h: HostConfig) -> JSON:
         "GroupAdd": list(h.group_add) or None,
         "IpcMode": h.ipc_mode or "private",
         "Cgroup": "",
-        "Links": None,
+        # docker shows legacy links as "/target:/container/alias"
+        "Links": [f"/{t}:/{name}/{a}" for t, _, a in (link.partition(":") for link in h.links)] or None,
         "OomScoreAdj": h.oom_score_adj,
         "PidMode": h.pid_mode,
         "Privileged": h.privileged,
-        "PublishAllPorts": False,
+        "PublishAllPorts": h.publish_all_ports,
         "ReadonlyRootfs": h.readonly_rootfs,
         "SecurityOpt": list(h.security_opt) or None,
         "Tmpfs": dict(h.tmpfs) or None,
@@ -153,48 +167,136 @@ def host_config_json(h: HostConfig) -> JSON:
     }
 
 
-def _network_settings(c: Container) -> JSON:
-    networks: JSON = {}
+_BUILTIN_MODES = ("bridge", "host", "none")
+
+
+def _configured_networks(c: Container) -> dict[str, EndpointConfig]:
+    """The networks a container is configured on, by name (records made before networks existed
+    have none: their network mode stands in)."""
+    if c.spec.networks:
+        return dict(c.spec.networks)
     mode = c.spec.host.network_mode
-    if mode in ("none", "host"):
-        networks[mode] = {
-            "IPAMConfig": None,
-            "Links": None,
-            "Aliases": None,
-            "NetworkID": mode,
-            "EndpointID": "",
-            "Gateway": "",
-            "IPAddress": "",
-            "IPPrefixLen": 0,
-            "IPv6Gateway": "",
-            "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0,
-            "MacAddress": "",
-            "DriverOpts": None,
-        }
+    mode = "bridge" if mode == "default" else mode
+    return {mode: EndpointConfig()} if mode in _BUILTIN_MODES else {}
+
+
+def _user_defined(name: str, networks: Networks) -> bool:
+    rec = networks.get(name)
+    return not rec.builtin if rec is not None else name not in _BUILTIN_MODES
+
+
+def _endpoint_json(
+    c: Container, name: str, cfg: EndpointConfig, ep: Endpoint | None, networks: Networks
+) -> JSON:
+    rec = networks.get(name)
+    aliases = list(ep.aliases if ep is not None and ep.aliases else cfg.aliases)
+    dns_names: list[str] | None = None
+    if _user_defined(name, networks):
+        # dockerd adds the short id to the aliases on user-defined networks, where names resolve.
+        if c.short_id not in aliases:
+            aliases.append(c.short_id)
+        dns_names = list(dict.fromkeys([c.name, *aliases]))
     return {
-        "Bridge": "",
-        "SandboxID": c.id if c.running else "",
-        "HairpinMode": False,
-        "LinkLocalIPv6Address": "",
-        "LinkLocalIPv6PrefixLen": 0,
-        "Ports": {},
-        "SandboxKey": "",
-        "SecondaryIPAddresses": None,
-        "SecondaryIPv6Addresses": None,
-        "EndpointID": "",
-        "Gateway": "",
+        "IPAMConfig": {"IPv4Address": cfg.ipv4_address} if cfg.ipv4_address else None,
+        "Links": list(cfg.links) or None,
+        "Aliases": aliases or None,
+        "NetworkID": ep.network_id if ep is not None else (rec.id if rec is not None else ""),
+        "EndpointID": ep.endpoint_id if ep is not None else "",
+        "Gateway": ep.gateway if ep is not None else "",
+        "IPAddress": ep.ip_address if ep is not None else "",
+        "IPPrefixLen": ep.prefix_len if ep is not None else 0,
+        "IPv6Gateway": "",
         "GlobalIPv6Address": "",
         "GlobalIPv6PrefixLen": 0,
-        "IPAddress": "",
-        "IPPrefixLen": 0,
-        "IPv6Gateway": "",
-        "MacAddress": "",
-        "Networks": networks,
+        "MacAddress": ep.mac_address if ep is not None else "",
+        "DriverOpts": None,
+        "DNSNames": dns_names,
     }
 
 
-def container_inspect(c: Container, root: str, size: tuple[int, int] | None = None) -> JSON:
+def _find_endpoint(c: Container, name: str, networks: Networks) -> Endpoint | None:
+    rec = networks.get(name)
+    for ep in c.network.endpoints:
+        if ep.network_name == name or (rec is not None and ep.network_id == rec.id):
+            return ep
+    return None
+
+
+def _publishes_ports(c: Container) -> bool:
+    """Ports exist only while a container runs in a network namespace of its own (not host/none)."""
+    mode = c.spec.host.network_mode
+    return c.running and mode not in ("host", "none") and not mode.startswith("container:")
+
+
+def ports_json(c: Container) -> JSON:
+    """``NetworkSettings.Ports``: every exposed port, with its actual bindings or null."""
+    if not _publishes_ports(c):
+        return {}
+    out: JSON = {p: None for p in c.spec.exposed_ports}
+    for b in c.network.ports:
+        key = f"{b.container_port}/{b.protocol}"
+        out.setdefault(key, None)
+        out[key] = [*(out[key] or []), {"HostIp": b.host_ip, "HostPort": str(b.host_port)}]
+    return dict(sorted(out.items(), key=lambda kv: _port_key(kv[0])))
+
+
+def _port_key(port: str) -> tuple[int, str]:
+    number, _, proto = port.partition("/")
+    return (int(number) if number.isdigit() else 0, proto)
+
+
+def ports_summary(c: Container) -> list[JSON]:
+    """The ps list's ``Ports``: one entry per binding; exposed-only ports without IP/PublicPort."""
+    out: list[JSON] = []
+    for key, bindings in ports_json(c).items():
+        number, _, proto = key.partition("/")
+        if not bindings:
+            out.append({"PrivatePort": int(number), "Type": proto})
+        for b in bindings or []:
+            out.append(
+                {
+                    "IP": b["HostIp"],
+                    "PrivatePort": int(number),
+                    "PublicPort": int(b["HostPort"]),
+                    "Type": proto,
+                }
+            )
+    return out
+
+
+def network_settings_json(c: Container, networks: Networks | None = None) -> JSON:
+    """``NetworkSettings`` as dockerd 20.10 shows it; the top-level addresses are the default bridge's."""
+    networks = networks or {}
+    endpoints = {
+        name: _endpoint_json(c, name, cfg, _find_endpoint(c, name, networks), networks)
+        for name, cfg in _configured_networks(c).items()
+    }
+    bridge = endpoints.get("bridge") or {}
+    return {
+        "Bridge": "",
+        "SandboxID": c.id if c.running and c.network.netns else "",
+        "HairpinMode": False,
+        "LinkLocalIPv6Address": "",
+        "LinkLocalIPv6PrefixLen": 0,
+        "Ports": ports_json(c),
+        "SandboxKey": c.network.netns if c.running else "",
+        "SecondaryIPAddresses": None,
+        "SecondaryIPv6Addresses": None,
+        "EndpointID": bridge.get("EndpointID", ""),
+        "Gateway": bridge.get("Gateway", ""),
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "IPAddress": bridge.get("IPAddress", ""),
+        "IPPrefixLen": bridge.get("IPPrefixLen", 0),
+        "IPv6Gateway": "",
+        "MacAddress": bridge.get("MacAddress", ""),
+        "Networks": endpoints,
+    }
+
+
+def container_inspect(
+    c: Container, root: str, size: tuple[int, int] | None = None, networks: Networks | None = None
+) -> JSON:
     st = c.state
     state: JSON = {
         "Status": st.status,
@@ -235,11 +337,11 @@ def container_inspect(c: Container, root: str, size: tuple[int, int] | None = No
         "ProcessLabel": "",
         "AppArmorProfile": "",
         "ExecIDs": None,
-        "HostConfig": host_config_json(c.spec.host),
+        "HostConfig": host_config_json(c.spec.host, c.name),
         "GraphDriver": {"Name": "overlay2", "Data": {"MergedDir": f"{bundle}/rootfs"}},
         "Mounts": [],
         "Config": config_json(c.spec, c.hostname),
-        "NetworkSettings": _network_settings(c),
+        "NetworkSettings": network_settings_json(c, networks),
     }
     if size is not None:
         out["SizeRw"], out["SizeRootFs"] = size
@@ -273,7 +375,9 @@ def container_status(c: Container, now: float) -> str:
     return "Created"
 
 
-def container_summary(c: Container, now: float, size: tuple[int, int] | None = None) -> JSON:
+def container_summary(
+    c: Container, now: float, size: tuple[int, int] | None = None, networks: Networks | None = None
+) -> JSON:
     out: JSON = {
         "Id": c.id,
         "Names": ["/" + c.name],
@@ -281,12 +385,12 @@ def container_summary(c: Container, now: float, size: tuple[int, int] | None = N
         "ImageID": c.image_id,
         "Command": _format_command(c),
         "Created": int(parse_time(c.created)),
-        "Ports": [],
+        "Ports": ports_summary(c),
         "Labels": dict(c.spec.labels),
         "State": c.state.status,
         "Status": container_status(c, now),
         "HostConfig": {"NetworkMode": c.spec.host.network_mode},
-        "NetworkSettings": {"Networks": _network_settings(c)["Networks"]},
+        "NetworkSettings": {"Networks": network_settings_json(c, networks)["Networks"]},
         "Mounts": [],
     }
     if size is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import click
@@ -115,23 +116,34 @@ def _update_one(obj: CliContext, ref: str, body: dict[str, Any]) -> None:
 
 @click.command()
 @click.argument("container")
-@click.argument("private_port", required=False)
+@click.argument("private_port", metavar="[PRIVATE_PORT[/PROTO]]", required=False)
 @pass_cli
 def port(obj: CliContext, container: str, private_port: str | None) -> None:
     """List port mappings or a specific mapping for the container."""
     ports = obj.client.inspect_container(container).get("NetworkSettings", {}).get("Ports") or {}
-    wanted = None
+    out: list[str] = []
     if private_port:
-        wanted = private_port if "/" in private_port else f"{private_port}/tcp"
-        if wanted not in ports:
-            raise SkiffError(f"No public port '{wanted}' published for {container}")
-    for key in sorted(ports, key=lambda k: (int(k.split("/")[0]), k)):
-        for binding in ports[key] or []:
-            hostport = f"{binding.get('HostIp') or '0.0.0.0'}:{binding.get('HostPort')}"
-            if wanted is None:
-                click.echo(f"{key} -> {hostport}")
-            elif key == wanted:
-                click.echo(hostport)
+        number, _, proto = private_port.partition("/")
+        if not number.isdigit() or int(number) > 65535:
+            raise SkiffError(f"Error: invalid port ({number})")
+        bindings = ports.get(f"{number}/{proto or 'tcp'}") or []
+        if not bindings:
+            raise SkiffError(f"Error: No public port '{private_port}' published for {container}")
+        out = [_join_host_port(b) for b in bindings]
+    else:
+        out = [f"{key} -> {_join_host_port(b)}" for key, bindings in ports.items() for b in bindings or []]
+    if out:
+        click.echo("\n".join(sorted(out, key=_natural_key)))
+
+
+def _join_host_port(binding: dict[str, Any]) -> str:
+    ip, port_ = str(binding.get("HostIp") or ""), binding.get("HostPort")
+    return f"[{ip}]:{port_}" if ":" in ip else f"{ip}:{port_}"
+
+
+def _natural_key(text: str) -> list[tuple[int, int | str]]:
+    """docker's sortorder.NaturalLess: digit runs compare as numbers."""
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text) if part]
 
 
 @click.command(context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})

@@ -369,6 +369,40 @@ class Client:
         url = self._url("/skiff/images/bootstrap", versioned=False)
         return self._stream_json("POST", url, params=params, timeout=None)
 
+    # -- networks ------------------------------------------------------------------------------
+    def networks(self, filters: dict[str, list[str]] | None = None) -> list[JSONDict]:
+        """``GET /networks``."""
+        params = {"filters": json.dumps(filters)} if filters else {}
+        return list(self._json("GET", self._url("/networks"), params=params) or [])
+
+    def inspect_network(self, ref: str, verbose: bool = False) -> JSONDict:
+        """``GET /networks/{ref}``."""
+        params = {"verbose": "true"} if verbose else {}
+        return dict(self._json("GET", self._url("/networks/{0}", ref), params=params))
+
+    def create_network(self, body: JSONDict) -> JSONDict:
+        """``POST /networks/create``: ``{"Id": .., "Warning": ..}``."""
+        return dict(self._json("POST", self._url("/networks/create"), json=body))
+
+    def remove_network(self, ref: str) -> None:
+        """``DELETE /networks/{ref}``."""
+        self._json("DELETE", self._url("/networks/{0}", ref))
+
+    def connect_network(self, ref: str, container: str, endpoint_config: JSONDict | None = None) -> None:
+        """``POST /networks/{ref}/connect``."""
+        body: JSONDict = {"Container": container, "EndpointConfig": endpoint_config or {}}
+        self._json("POST", self._url("/networks/{0}/connect", ref), json=body)
+
+    def disconnect_network(self, ref: str, container: str, force: bool = False) -> None:
+        """``POST /networks/{ref}/disconnect``."""
+        body: JSONDict = {"Container": container, "Force": force}
+        self._json("POST", self._url("/networks/{0}/disconnect", ref), json=body)
+
+    def prune_networks(self, filters: dict[str, list[str]] | None = None) -> JSONDict:
+        """``POST /networks/prune``: ``{"NetworksDeleted": [names]}``."""
+        params = {"filters": json.dumps(filters)} if filters else {}
+        return dict(self._json("POST", self._url("/networks/prune"), params=params) or {})
+
     def close(self) -> None:
         """Release pooled connections."""
         self._api.close()

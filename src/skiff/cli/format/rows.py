@@ -74,20 +74,56 @@ def short_id(ident: str) -> str:
     return ident.removeprefix("sha256:")[:12]
 
 
+def _host_port(ip: str, port: object) -> str:
+    """Go's net.JoinHostPort: IPv6 addresses in brackets."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
 def format_ports(ports: list[dict[str, Any]] | None) -> str:
-    """``0.0.0.0:8080->80/tcp, 443/tcp`` from the daemon's Ports list (docker's DisplayablePorts)."""
-    shown: list[str] = []
-    for p in sorted(ports or [], key=lambda p: (p.get("PrivatePort", 0), p.get("Type", ""), p.get("IP", ""))):
-        proto = p.get("Type", "tcp")
-        if p.get("PublicPort"):
-            ip = p.get("IP", "")
-            host = f"[{ip}]" if ":" in ip else ip
-            text = f"{host}:{p['PublicPort']}->{p['PrivatePort']}/{proto}"
+    """docker's DisplayablePorts: ``443/tcp, 0.0.0.0:8080->80/tcp``.
+
+    Runs of consecutive ports collapse into ranges (``8000-8002/tcp``); a port published on the
+    same host port joins its run (``0.0.0.0:80->80/tcp``); other mappings come last, in order.
+    """
+
+    def order(p: dict[str, Any]) -> tuple[int, str, int, str]:
+        return (
+            int(p.get("PrivatePort") or 0),
+            p.get("IP") or "",
+            int(p.get("PublicPort") or 0),
+            p.get("Type") or "",
+        )
+
+    groups: dict[str, list[int]] = {}  # key -> [first, last], in creation order
+    result: list[str] = []
+    mappings: list[str] = []
+
+    def form(key: str, first: int, last: int) -> str:
+        ip, _, proto = key.rpartition("/")
+        text = str(first) if first == last else f"{first}-{last}"
+        if ip:
+            text = f"{_host_port(ip, text)}->{text}"
+        return f"{text}/{proto}"
+
+    for p in sorted(ports or [], key=order):
+        private, proto, ip = int(p.get("PrivatePort") or 0), p.get("Type") or "tcp", p.get("IP") or ""
+        key = proto
+        if ip:
+            public = int(p.get("PublicPort") or 0)
+            if public != private:
+                mappings.append(f"{_host_port(ip, public)}->{private}/{proto}")
+                continue
+            key = f"{ip}/{proto}"
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [private, private]
+        elif private == group[1] + 1:
+            group[1] = private
         else:
-            text = f"{p['PrivatePort']}/{proto}"
-        if text not in shown:
-            shown.append(text)
-    return ", ".join(shown)
+            result.append(form(key, group[0], group[1]))
+            groups[key] = [private, private]
+    result.extend(form(key, first, last) for key, (first, last) in groups.items())
+    return ", ".join(result + mappings)
 
 
 def status_text(state: dict[str, Any], now: float | None = None) -> str:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from skiff.cli.options.network import networking_config, parse_link, parse_mac
 from skiff.cli.options.ports import parse_expose, parse_publish
 from skiff.cli.options.values import (
     parse_add_host,
@@ -147,11 +148,11 @@ def build_create_request(params: Mapping[str, Any], image: str, command: tuple[s
     if (health := _healthcheck(f)) is not None:
         config["Healthcheck"] = health
     config["HostConfig"] = host
-    network = f.text("network")
-    endpoints: JSON = {}
-    if (network and network not in ("default", "none", "host", "bridge")) or f.many("network_alias"):
-        endpoints[network or "default"] = {"Aliases": list(f.many("network_alias")) or None}
-    config["NetworkingConfig"] = {"EndpointsConfig": endpoints}
+    if (mac := f.text("mac_address")) is not None:
+        config["MacAddress"] = parse_mac(mac)
+    config["NetworkingConfig"] = networking_config(
+        f.text("network"), f.many("network_alias"), f.many("link"), f.text("ip")
+    )
     return CreateRequest(config, f.text("name"))
 
 
@@ -234,6 +235,7 @@ def _host_config(f: Flags) -> tuple[JSON, dict[str, Any]]:
         "OomScoreAdj": f.number("oom_score_adj") or 0,
         "Privileged": f.flag("privileged"),
         "PublishAllPorts": f.flag("publish_all"),
+        "Links": [parse_link(v) for v in f.many("link")] or None,
         "ReadonlyRootfs": f.flag("read_only"),
         "SecurityOpt": list(f.many("security_opt")) or None,
         "Devices": [parse_device(d) for d in f.many("device")],
