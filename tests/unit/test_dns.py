@@ -477,14 +477,18 @@ def test_detach_closes_the_sockets_and_unknown_ids_are_fine() -> None:
         port = h.ports["asker"]
         assert h.server.attached("asker")
         await h.server.detach("asker")
+        # Both ports are free the moment detach returns (no loop turn in between): a new
+        # server can bind them at once.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", port))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
         await h.server.detach("asker")
         await h.server.detach("never-attached")
         assert not h.server.attached("asker")
         with pytest.raises(ConnectionRefusedError):
             await asyncio.open_connection("127.0.0.1", port)
-        # The UDP port is free again: something else can bind it.
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", port))
 
     run(scenario)
 

@@ -243,8 +243,8 @@ class EmbeddedDNS:
         try:
             udp.setblocking(False)
             tcp.setblocking(False)
-            transport, _ = await loop.create_datagram_endpoint(lambda: _UDPProtocol(server), sock=udp)
-            server.udp = transport
+            transport, protocol = await loop.create_datagram_endpoint(lambda: _UDPProtocol(server), sock=udp)
+            server.udp, server.udp_protocol = transport, protocol
             server.tcp = await asyncio.start_server(server.serve_tcp_connection, sock=tcp)
         except BaseException as e:
             await server.stop()
@@ -264,6 +264,13 @@ class EmbeddedDNS:
 class _UDPProtocol(asyncio.DatagramProtocol):
     def __init__(self, server: _Server) -> None:
         self.server = server
+        # The transport closes its socket one loop turn after close(); stop() waits for that so a
+        # detach really frees the port when it returns.
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         self.server.on_datagram(data, addr)
@@ -282,6 +289,7 @@ class _Server:
         self.upstreams = upstreams
         self.netns_path = netns_path
         self.udp: asyncio.DatagramTransport | None = None
+        self.udp_protocol: _UDPProtocol | None = None
         self.tcp: asyncio.Server | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.inflight = 0
@@ -290,13 +298,15 @@ class _Server:
         if self.udp is not None:
             self.udp.close()
         if self.tcp is not None:
-            self.tcp.close()
+            self.tcp.close()  # closes the listening socket at once
         tasks = list(self.tasks)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.tcp is not None:
             await self.tcp.wait_closed()
+        if self.udp_protocol is not None:
+            await self.udp_protocol.closed
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
