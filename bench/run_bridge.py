@@ -20,6 +20,9 @@ uses its own CLI. Every peer gets its own skbench-named bridge and a 10.21x subn
   private dataDir; ``runc create``/``start``, wait for the exit (pidfd), ``runc delete``, CNI
   DEL, namespace removal. No client process. Its parts are reported as extra lines.
 
+An extra line, ``skiff --network none`` (same skiffd, same rounds), gives what the network costs
+skiff by difference, next to what it costs the baseline (its netns and CNI parts).
+
 Before the measured rounds each peer runs ``ip -4 -o addr show eth0`` once, and the address
 must be inside that peer's subnet: a peer that silently fell back to no network is refused.
 
@@ -47,6 +50,7 @@ from typing import Any
 
 from bench.common import (
     RUN_ID,
+    Summary,
     brief,
     figure,
     print_series,
@@ -74,6 +78,7 @@ from bench.rootfs import make_runc_bundle
 from skiff.network.cni import BridgeNetwork, bridge_conf
 
 RUN_ARGS = ("--rm", "busybox", "true")
+SKIFF_NONE = "skiff --network none"  # an extra line: the same skiffd without a network
 CHECK_ARGS = ("--rm", "busybox", "ip", "-4", "-o", "addr", "show", "eth0")
 
 DOCKER_CIDR = "10.216.0.1/24"  # address of skbench-d0, which makes docker's default subnet
@@ -325,6 +330,21 @@ def remove_stray_rules(before: list[tuple[str, str]]) -> list[str]:
     return [f"{t}: {r}" for t, r in left]
 
 
+def network_cost(series: dict[str, Summary]) -> float | None:
+    """What joining the bridge adds to a skiff run: p50 on the bridge minus p50 with none."""
+    if "skiff" not in series or SKIFF_NONE not in series:
+        return None
+    return round(series["skiff"].p50 - series[SKIFF_NONE].p50, 2)
+
+
+def baseline_network_cost(series: dict[str, Summary]) -> float | None:
+    """The same in the baseline: the p50s of its network parts, added up."""
+    parts = [f"runc+CNI: {p}" for p in RuncCni.PARTS if p != "runc"]
+    if not all(p in series for p in parts):
+        return None
+    return round(sum(series[p].p50 for p in parts), 2)
+
+
 # ---- main -------------------------------------------------------------------------------------
 
 
@@ -340,6 +360,11 @@ def main() -> None:
         "--network",
         help="give skiff and docker an explicit --network (e.g. bridge, the default network's name); "
         "by default neither gets one, as in the issue's `run --rm busybox true`",
+    )
+    parser.add_argument(
+        "--no-none-line",
+        action="store_true",
+        help=f"leave out the {SKIFF_NONE!r} line (what the network costs skiff, by difference)",
     )
     parser.add_argument(
         "--podman-backend", choices=["netavark", "cni"], help="podman network backend (default: podman's)"
@@ -362,6 +387,9 @@ def main() -> None:
             )
             addresses["skiff"] = check_peer("skiff", peer, check_flags)
             commands["skiff"] = lambda i: timed_run(peer.run_argv(*run_args), env=peer.env)
+            if not args.no_none_line:
+                none_args = ("--network", "none", *RUN_ARGS)
+                commands[SKIFF_NONE] = lambda i: timed_run(peer.run_argv(*none_args), env=peer.env)
 
         def docker() -> None:
             peer = stack.enter_context(docker_peer(bridge_cidr=DOCKER_CIDR))
@@ -440,6 +468,13 @@ def main() -> None:
         figure("same, skiff/docker p95", ratio(series, "skiff", "docker", "p95"), "", None),
         figure("same, skiff/(runc + CNI) p95", ratio(series, "skiff", "runc+CNI", "p95"), "", None),
         figure("same, skiff/podman p50", ratio(series, "skiff", "podman"), "", None),
+        figure("network cost in skiff: p50 bridge - p50 none, ms", network_cost(series), "", None),
+        figure(
+            "network cost in the baseline: p50 of netns + CNI ADD + CNI DEL, ms",
+            baseline_network_cost(series),
+            "",
+            None,
+        ),
     ]
     write_result(
         "run_bridge",
