@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from skiff.types import ContainerSpec, ContainerState, NetworkState
 from skiff.types.codec import decode, to_plain
+from skiff.types.volume import MountPoint
 
 
 def now_rfc3339() -> str:
@@ -54,6 +55,8 @@ class Container:
     has_been_started: bool = False
     labels_image: dict[str, str] = field(default_factory=dict)
     network: NetworkState = NetworkState()  # owned by the network service
+    # Volumes, binds and --mount tmpfs as resolved at create (owned by the volume service).
+    mount_points: tuple[MountPoint, ...] = ()
 
     @property
     def short_id(self) -> str:
