@@ -41,6 +41,7 @@ from skiff.types import ContainerSpec, Endpoint, HostConfig, NetworkState
 
 if TYPE_CHECKING:
     from skiff.engine.networks import NetworkService
+    from skiff.engine.volumes import VolumeService
 
 log = logging.getLogger("skiff.engine")
 
@@ -92,6 +93,7 @@ class ContainerService:
         self.on_started: list[Any] = []  # callbacks(container) - health checks hook in here
         self.on_exited: list[Any] = []
         self.networks: NetworkService | None = None  # wired by the Engine
+        self.volumes: VolumeService | None = None  # wired by the Engine
         (root / "containers").mkdir(parents=True, exist_ok=True)
 
     # ----------------------------------------------------------------- lookup
@@ -169,11 +171,16 @@ class ContainerService:
         )
         bundle = self.bundle(cid)
         try:
+            if self.volumes is not None:  # creates the volumes it names; --volumes-from looks up others
+                points = self.volumes.resolve(cid, merged, lambda ref: self.get(ref).mount_points)
+                container = replace(container, mount_points=points)
             bundle.mkdir(parents=True)
             (bundle / "rootfs").mkdir()
             await asyncio.to_thread(self.snapshotter.prepare, cid, self.images.top_layer(image))
             self._save(container)
         except BaseException:
+            if self.volumes is not None:
+                self.volumes.forget(container, remove_anonymous=True)
             if self._names.get(name) == cid:
                 del self._names[name]
             self._containers.pop(cid, None)
@@ -240,6 +247,10 @@ class ContainerService:
             mount_all(mounts, rootfs)
             uid, gid, gids = resolve_user(rootfs, c.spec.user)
             gids = list(dict.fromkeys([*gids, *resolve_groups(rootfs, c.spec.host.group_add)]))
+            # Volume mounts (tmpfs/bind-style) and copy-up into new volumes need the mounted root.
+            volume_mounts = (
+                await self.volumes.prepare_for_start(c, rootfs) if self.volumes is not None else []
+            )
             spec = c.spec
             link_hosts: list[tuple[str, str]] = []
             if nets is not None and c.spec.host.links:
@@ -259,7 +270,7 @@ class ContainerService:
                 hostname=c.hostname,
                 netns_path=netns_path,
                 cgroups_path=c.cgroups_path,
-                extra_mounts=binds,
+                extra_mounts=[*binds, *volume_mounts],
                 uid=uid,
                 gid=gid,
                 additional_gids=gids,
@@ -331,6 +342,8 @@ class ContainerService:
             await self.runtime.delete(c.id, force=True)
         with contextlib.suppress(OSError):
             unmount(self.bundle(c.id) / "rootfs")
+        if self.volumes is not None:
+            self.volumes.release(c.id)
         message = str(exc)
         lowered = message.lower()
         code = 128
@@ -419,6 +432,8 @@ class ContainerService:
             await runtime()
         with contextlib.suppress(OSError):
             unmount(self.bundle(cid) / "rootfs")
+        if self.volumes is not None:  # unmounts volume mounts this was the last user of
+            self.volumes.release(cid)
 
     def _linked_state(self, c: Container) -> NetworkState:
         """The endpoints a starting container will have, as far as links need them (the networks)."""
@@ -574,6 +589,8 @@ class ContainerService:
             await asyncio.gather(self._release_runtime(c.id), asyncio.to_thread(self._remove_snapshot, c.id))
             await asyncio.to_thread(shutil.rmtree, bundle, True)
             self.db.delete_container(c.id)
+            if self.volumes is not None:  # after the record: a crash never leaves it naming a lost volume
+                self.volumes.forget(c, remove_anonymous=volumes or c.spec.host.auto_remove)
             self._containers.pop(c.id, None)
             self._names.pop(c.name, None)
             self._locks.pop(c.id, None)
