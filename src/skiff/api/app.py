@@ -28,7 +28,10 @@ def engine_of(request: web.Request) -> Engine:
 
 
 def error_response(status: int, message: str) -> web.Response:
-    return web.json_response({"message": message}, status=status)
+    # Exactly "application/json" (no charset): the docker CLI decodes {"message"} only then,
+    # and otherwise prints the raw JSON after "Error response from daemon:".
+    body = json.dumps({"message": message}).encode()
+    return web.Response(body=body, status=status, content_type="application/json")
 
 
 @web.middleware
@@ -137,12 +140,12 @@ def qfilters(request: web.Request) -> dict[str, list[str]]:
 
 
 def create_app(engine: Engine) -> web.Application:
-    from skiff.api import containers, execs, images, networks, system
+    from skiff.api import containers, execs, images, networks, system, volumes
 
     app = web.Application(middlewares=[errors_middleware], client_max_size=1024**4)
     app[ENGINE_KEY] = engine
     app.on_response_prepare.append(_add_headers)
     routes = Routes(app)
-    for module in (system, containers, images, execs, networks):
+    for module in (system, containers, images, execs, networks, volumes):
         module.register(routes)
     return app

@@ -108,6 +108,7 @@ def consolidate_ipam(
 
     configs: dict[str, dict[str, Any]] = {}
     for s in subnets:
+        net(s)
         for other in configs:
             if net(s).overlaps(net(other)):
                 raise InvalidArgument("multiple overlapping subnet configuration is not supported")
