@@ -38,6 +38,7 @@ from bench.rootfs import build_rootfs_tar, make_runc_bundle
 DOCKER_DIR = Path("/tmp/skiff-bench-docker")
 PODMAN_DIR = Path("/tmp/skiff-bench-podman")
 PODMAN_NETWORKS = PODMAN_DIR / "networks"
+NETAVARK_IPAM_DB = Path("/run/containers/networks/ipam.db")  # rootful podman's, fixed
 RUNC_DIR = Path("/tmp/skiff-bench-runc")
 SKIFF_DIR = Path("/tmp/skiff-bench-skiff")
 IMAGE = "busybox:latest"
@@ -375,12 +376,17 @@ def podman_network(peer: Peer, name: str, subnet: str, bridge: str) -> Iterator[
     podman 4.3 has no option for the bridge's name, so the bench rewrites it in the network's
     file (podman reads its network config dir on every invocation). Removed on the way out with
     whatever podman left: the bridge, iptables chains netavark created during this run (it keeps
-    its global ``NETAVARK*`` chains once made), the CNI backend's IPAM dir for this network.
+    its global ``NETAVARK*`` chains once made), netavark's lease database if this run made it,
+    the CNI backend's IPAM dir for this network.
     """
     claim_link_name(bridge)
     chains_before = iptables_chains()
     cni_ipam = Path("/var/lib/cni/networks") / name
     cni_ipam_existed = cni_ipam.exists()
+    # netavark's leases live in a fixed host-wide file (no flag moves it): remove it afterwards
+    # when this run created it, else it stays (with this network's bucket).
+    netavark_ipam = NETAVARK_IPAM_DB
+    netavark_ipam_existed = netavark_ipam.exists()
     backend = peer.sh("info", "--format", "{{.Host.NetworkBackend}}").strip()
 
     def cleanup() -> None:
@@ -390,6 +396,8 @@ def podman_network(peer: Peer, name: str, subnet: str, bridge: str) -> Iterator[
         remove_chains(new)
         if not cni_ipam_existed:
             shutil.rmtree(cni_ipam, ignore_errors=True)
+        if not netavark_ipam_existed:
+            netavark_ipam.unlink(missing_ok=True)
 
     with guarded(cleanup):
         peer.sh("network", "create", "--disable-dns", f"--subnet={subnet}", name)
