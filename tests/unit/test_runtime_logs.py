@@ -86,3 +86,17 @@ def test_runtime_message_strips_logrus() -> None:
     text = 'time="2024" level=error msg="runc create failed: exec: \\"sh\\": not found"\n'
     assert runtime_message(text) == 'runc create failed: exec: "sh": not found'
     assert runtime_message("plain error\n") == "plain error"
+
+
+def test_output_without_final_newline_is_shown(tmp_path: Path) -> None:
+    """``printf abc``: conmon writes a P piece and no F; docker logs shows "abc" as it is."""
+    log = tmp_path / "c.log"
+    write(log, f"{T0} stdout F a", f"{T1} stdout P abc")
+    assert [x.data for x in iter_log(log)] == [b"a\n", b"abc"]
+
+    async def follow() -> list[bytes]:
+        stop = asyncio.Event()
+        stop.set()
+        return [x.data async for x in follow_log(log, stop)]
+
+    assert asyncio.run(follow()) == [b"a\n", b"abc"]

@@ -75,6 +75,13 @@ class _Assembler:
             return None
         return LogLine(first_time, stream, pending + data + b"\n")
 
+    def flush(self) -> list[LogLine]:
+        """Pieces still waiting for their end: output without a newline (``printf abc``),
+        shown as Docker shows a partial message."""
+        out = [LogLine(t, stream, data) for stream, (t, data) in self._partial.items() if data]
+        self._partial.clear()
+        return sorted(out, key=lambda line: line.time_nano)
+
 
 def _in_range(line: LogLine, since_nano: int | None, until_nano: int | None) -> bool:
     if since_nano is not None and line.time_nano < since_nano:
@@ -90,7 +97,9 @@ def iter_log(
     tail: int | None = None,
 ) -> Iterator[LogLine]:
     """Every complete logical line in ``path`` (oldest first), filtered like ``docker logs``."""
-    lines, _ = _read_from(Path(path), 0, _Assembler())
+    asm = _Assembler()
+    lines, _ = _read_from(Path(path), 0, asm)
+    lines += asm.flush()
     selected = (line for line in lines if _in_range(line, since_nano, until_nano))
     if tail is not None and tail >= 0:
         yield from deque(selected, maxlen=tail) if tail > 0 else ()
@@ -155,6 +164,9 @@ async def follow_log(
             if since_nano is None or line.time_nano >= since_nano:
                 yield line
         if stopping:
+            for line in asm.flush():
+                if _in_range(line, since_nano, until_nano):
+                    yield line
             return
         with_timeout = asyncio.ensure_future(stop.wait())
         try:
