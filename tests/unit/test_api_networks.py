@@ -674,3 +674,16 @@ def test_route_prune() -> None:
     assert body == {"NetworksDeleted": ["appnet"]}
     status, body, _ = _call(engine, "POST", "/networks/prune", params={"filters": '{"driver":["bridge"]}'})
     assert status == 400
+
+
+def test_create_body_default_endpoint_is_the_bridge() -> None:
+    # docker CLI 28 without --network sends an EndpointsConfig entry named "default".
+    spec = spec_from_create(
+        {
+            "Image": "busybox",
+            "HostConfig": {"NetworkMode": "default"},
+            "NetworkingConfig": {"EndpointsConfig": {"default": {}}},
+        }
+    )
+    assert spec.networks == {"bridge": EndpointConfig()}
+    assert spec.host.network_mode == "default"

@@ -155,13 +155,14 @@ def _endpoints(body: JSON) -> dict[str, EndpointConfig]:
     """``NetworkingConfig.EndpointsConfig``: network name or id -> what the container asks of it."""
     config = _obj(body.get("NetworkingConfig"), "NetworkingConfig")
     endpoints = _obj(config.get("EndpointsConfig"), "NetworkingConfig.EndpointsConfig")
+    # The docker CLI names the default network "default" (no --network): it is skiff's bridge.
     out = {
-        name: endpoint_config_from_json(ep, f"EndpointsConfig.{name}")
+        ("bridge" if name == "default" else name): endpoint_config_from_json(ep, f"EndpointsConfig.{name}")
         for name, ep in endpoints.items()
         if name
     }
     for name, ep in out.items():
-        if name in ("default", "bridge", "host", "none"):
+        if name in ("bridge", "host", "none"):
             # dockerd's ErrUnsupportedNetworkAndIP / ErrUnsupportedNetworkAndAlias
             if ep.ipv4_address:
                 raise InvalidArgument("user specified IP address is supported on user defined networks only")
