@@ -32,15 +32,16 @@ def render(results: list[dict[str, Any]]) -> str:
     """Markdown for a list of result payloads (as written by ``common.write_result``)."""
     if not results:
         return "No results yet: run `make bench`.\n"
-    machine = results[0]["machine"]
-    out = [f"## Latest run ({machine['date']})", "", "| fact | value |", "|---|---|"]
+    # Benchmarks are re-run one at a time: the machine table is the newest result's, and each
+    # result says when it was measured (and any fact that differed then, e.g. a version).
+    machine = max((r["machine"] for r in results), key=lambda m: str(m.get("date", "")))
+    out = [f"## Latest results (newest {machine['date']})", "", "| fact | value |", "|---|---|"]
     out += [f"| {k} | {v} |" for k, v in machine.items()]
     for res in results:
         out += ["", f"### {res.get('title', res['bench'])}", ""]
-        if (when := res["machine"].get("date")) != machine["date"]:
-            # Benchmarks are re-run one at a time: say when this one was, and what differed.
-            changed = [f"{k} {v}" for k, v in res["machine"].items() if k != "date" and machine.get(k) != v]
-            out += [f"Measured {when}" + (f" ({'; '.join(changed)})" if changed else "") + ".", ""]
+        changed = [f"{k} {v}" for k, v in res["machine"].items() if k != "date" and machine.get(k) != v]
+        when = res["machine"].get("date", "?")
+        out += [f"Measured {when}" + (f" ({'; '.join(changed)})" if changed else "") + ".", ""]
         if params := res.get("params"):
             out += ["Parameters: " + ", ".join(f"`{k}={v}`" for k, v in params.items()), ""]
         if series := res.get("series"):
