@@ -173,6 +173,44 @@ def _endpoints(body: JSON) -> dict[str, EndpointConfig]:
     return out
 
 
+def _tmpfs_size(size: int) -> str:
+    # dockerd's ConvertTmpfsOptions: the largest unit that divides the size evenly.
+    for suffix, unit in (("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10)):
+        if size % unit == 0:
+            return f"size={size // unit}{suffix}"
+    return f"size={size}"
+
+
+def _mount_from_json(value: Any) -> Mount:
+    """A ``HostConfig.Mounts`` entry; its Bind/Volume/TmpfsOptions become ``Mount`` fields."""
+    entry = _obj(value, "Mounts")
+    options: list[str] = []
+    bind = _obj(entry.get("BindOptions"), "Mounts.BindOptions")
+    if propagation := _str(bind.get("Propagation"), "Mounts.BindOptions.Propagation"):
+        options.append(propagation)
+    volume = _obj(entry.get("VolumeOptions"), "Mounts.VolumeOptions")
+    if _bool(volume.get("NoCopy")):
+        options.append("nocopy")
+    driver = _obj(volume.get("DriverConfig"), "Mounts.VolumeOptions.DriverConfig")
+    tmpfs = _obj(entry.get("TmpfsOptions"), "Mounts.TmpfsOptions")
+    if size := _int(tmpfs.get("SizeBytes"), "Mounts.TmpfsOptions.SizeBytes"):
+        if size < 0:
+            raise InvalidArgument("invalid value for Mounts.TmpfsOptions.SizeBytes: negative")
+        options.append(_tmpfs_size(size))
+    if mode := _int(tmpfs.get("Mode"), "Mounts.TmpfsOptions.Mode"):
+        options.append(f"mode={mode:o}")
+    return Mount(
+        type=_str(entry.get("Type"), "Mounts.Type") or "volume",
+        source=_str(entry.get("Source"), "Mounts.Source"),
+        target=_str(entry.get("Target"), "Mounts.Target"),
+        read_only=_bool(entry.get("ReadOnly")),
+        options=tuple(options),
+        volume_driver=_str(driver.get("Name"), "Mounts.VolumeOptions.DriverConfig.Name"),
+        volume_options=_map(driver.get("Options"), "Mounts.VolumeOptions.DriverConfig.Options"),
+        volume_labels=_map(volume.get("Labels"), "Mounts.VolumeOptions.Labels"),
+    )
+
+
 def console_size(value: Any) -> tuple[int, int]:
     """``ConsoleSize``: [height, width] of the client's terminal (API 1.42), or (0, 0)."""
     if value is None:
@@ -188,17 +226,7 @@ def console_size(value: Any) -> tuple[int, int]:
 def host_config_from_json(body: JSON) -> HostConfig:
     h = body
     policy = _obj(h.get("RestartPolicy"), "RestartPolicy")
-    mounts = []
-    for m in _list(h.get("Mounts"), "Mounts"):
-        entry = _obj(m, "Mounts")
-        mounts.append(
-            Mount(
-                type=_str(entry.get("Type"), "Mounts.Type") or "volume",
-                source=_str(entry.get("Source"), "Mounts.Source"),
-                target=_str(entry.get("Target"), "Mounts.Target"),
-                read_only=_bool(entry.get("ReadOnly")),
-            )
-        )
+    mounts = [_mount_from_json(m) for m in _list(h.get("Mounts"), "Mounts")]
     ulimits = tuple(
         Ulimit(
             _str(u.get("Name"), "Ulimits.Name"),
@@ -253,6 +281,7 @@ def host_config_from_json(body: JSON) -> HostConfig:
         port_bindings=_port_bindings(h.get("PortBindings")),
         publish_all_ports=_bool(h.get("PublishAllPorts")),
         links=tuple(_link(v) for v in _strs(h.get("Links"), "Links")),
+        volumes_from=_strs(h.get("VolumesFrom"), "VolumesFrom"),
         dns=_strs(h.get("Dns"), "Dns"),
         dns_search=_strs(h.get("DnsSearch"), "DnsSearch"),
         dns_options=_strs(h.get("DnsOptions"), "DnsOptions"),

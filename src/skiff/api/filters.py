@@ -92,8 +92,10 @@ def container_matches(
     if exposed := filters.get("expose"):
         if not port_filter_set("expose", exposed) & set(c.spec.exposed_ports):
             return False
-    if filters.get("volume"):
-        return False  # volumes arrive with the volumes work
+    if volumes := filters.get("volume"):
+        # dockerd: a volume's name (a bind's source) or any mount's destination.
+        if not any((m.name or m.source) in volumes or m.destination in volumes for m in c.mount_points):
+            return False
     return True
 
 

@@ -15,6 +15,7 @@ from skiff.types import (
     HostConfig,
     ImageConfig,
     ImageRecord,
+    Mount,
     NetworkRecord,
 )
 
@@ -97,7 +98,7 @@ def host_config_json(h: HostConfig, name: str = "") -> JSON:
         },
         "AutoRemove": h.auto_remove,
         "VolumeDriver": "",
-        "VolumesFrom": None,
+        "VolumesFrom": list(h.volumes_from) or None,
         "CapAdd": list(h.cap_add) or None,
         "CapDrop": list(h.cap_drop) or None,
         "CgroupnsMode": "host",
@@ -156,17 +157,59 @@ def host_config_json(h: HostConfig, name: str = "") -> JSON:
         "PidsLimit": h.pids_limit or None,
         "Ulimits": [{"Name": u.name, "Soft": u.soft, "Hard": u.hard} for u in h.ulimits] or None,
         "Init": h.init or None,
-        "Mounts": [
-            {"Type": m.type, "Source": m.source, "Target": m.target, "ReadOnly": m.read_only}
-            for m in h.mounts
-        ]
-        or None,
+        "Mounts": [_host_mount_json(m) for m in h.mounts] or None,
         "ConsoleSize": list(h.console_size),
         "MaskedPaths": list(h.masked_paths) if h.masked_paths is not None else None,
         "ReadonlyPaths": list(h.readonly_paths) if h.readonly_paths is not None else None,
     }
 
 
+def _host_mount_json(m: Mount) -> JSON:
+    """One ``HostConfig.Mounts`` entry as it was given (``--mount``)."""
+    out: JSON = {"Type": m.type, "Source": m.source, "Target": m.target, "ReadOnly": m.read_only}
+    propagation = next((o for o in m.options if o in _PROPAGATIONS), "")
+    if m.type == "bind" and propagation:
+        out["BindOptions"] = {"Propagation": propagation}
+    if m.type == "volume" and (
+        "nocopy" in m.options or m.volume_options or m.volume_labels or m.volume_driver
+    ):
+        volume: JSON = {"NoCopy": "nocopy" in m.options}
+        if m.volume_labels:
+            volume["Labels"] = dict(m.volume_labels)
+        if m.volume_driver or m.volume_options:
+            volume["DriverConfig"] = {"Name": m.volume_driver, "Options": dict(m.volume_options) or None}
+        out["VolumeOptions"] = volume
+    if m.type == "tmpfs":
+        tmpfs: JSON = {}
+        for opt in m.options:
+            key, _, value = opt.partition("=")
+            if key == "size" and value:
+                scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(value[-1], 1)
+                tmpfs["SizeBytes"] = int(value.rstrip("kmg")) * scale
+            elif key == "mode" and value:
+                tmpfs["Mode"] = int(value, 8)
+        if tmpfs:
+            out["TmpfsOptions"] = tmpfs
+    return out
+
+
+def mount_points_json(c: Container) -> list[JSON]:
+    """A container's ``Mounts`` (volumes, binds, ``--mount`` tmpfs), as dockerd's MountPoint."""
+    out = []
+    for m in c.mount_points:
+        entry: JSON = {"Type": m.type}
+        if m.name:
+            entry["Name"] = m.name
+        entry["Source"] = m.source
+        entry["Destination"] = m.destination
+        if m.driver:
+            entry["Driver"] = m.driver
+        entry.update({"Mode": m.mode, "RW": m.rw, "Propagation": m.propagation})
+        out.append(entry)
+    return out
+
+
+_PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
 _BUILTIN_MODES = ("bridge", "host", "none")
 
 
@@ -339,7 +382,7 @@ def container_inspect(
         "ExecIDs": None,
         "HostConfig": host_config_json(c.spec.host, c.name),
         "GraphDriver": {"Name": "overlay2", "Data": {"MergedDir": f"{bundle}/rootfs"}},
-        "Mounts": [],
+        "Mounts": mount_points_json(c),
         "Config": config_json(c.spec, c.hostname),
         "NetworkSettings": network_settings_json(c, networks),
     }
@@ -391,7 +434,7 @@ def container_summary(
         "Status": container_status(c, now),
         "HostConfig": {"NetworkMode": c.spec.host.network_mode},
         "NetworkSettings": {"Networks": network_settings_json(c, networks)["Networks"]},
-        "Mounts": [],
+        "Mounts": mount_points_json(c),
     }
     if size is not None:
         out["SizeRw"], out["SizeRootFs"] = size

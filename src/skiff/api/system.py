@@ -215,14 +215,16 @@ async def events(request: web.Request) -> web.StreamResponse:
 async def system_df(request: web.Request) -> web.Response:
     engine = engine_of(request)
     from skiff.api.render import container_summary, image_summary
+    from skiff.api.volumes import volumes_usage
 
     now = time.time()
+    volumes = await volumes_usage(engine.volumes)
     return web.json_response(
         {
             "LayersSize": sum(i.size for i in engine.images.list()),
             "Images": [image_summary(i) for i in engine.images.list()],
             "Containers": [container_summary(c, now) for c in engine.containers.list()],
-            "Volumes": [],
+            "Volumes": volumes,
             "BuildCache": [],
         }
     )

@@ -403,6 +403,29 @@ class Client:
         params = {"filters": json.dumps(filters)} if filters else {}
         return dict(self._json("POST", self._url("/networks/prune"), params=params) or {})
 
+    # -- volumes -------------------------------------------------------------------------------
+    def volumes(self, filters: dict[str, list[str]] | None = None) -> JSONDict:
+        """``GET /volumes``: ``{"Volumes": [..], "Warnings": [..]}``."""
+        params = {"filters": json.dumps(filters)} if filters else {}
+        return dict(self._json("GET", self._url("/volumes"), params=params) or {})
+
+    def create_volume(self, body: JSONDict) -> JSONDict:
+        """``POST /volumes/create`` with ``Name``, ``Driver``, ``DriverOpts``, ``Labels``."""
+        return dict(self._json("POST", self._url("/volumes/create"), json=body))
+
+    def inspect_volume(self, name: str) -> JSONDict:
+        """``GET /volumes/{name}``."""
+        return dict(self._json("GET", self._url("/volumes/{0}", name)))
+
+    def remove_volume(self, name: str, force: bool = False) -> None:
+        """``DELETE /volumes/{name}``."""
+        self._json("DELETE", self._url("/volumes/{0}", name), params={"force": int(force)})
+
+    def prune_volumes(self, filters: dict[str, list[str]] | None = None) -> JSONDict:
+        """``POST /volumes/prune``: ``{"VolumesDeleted": [..], "SpaceReclaimed": n}``."""
+        params = {"filters": json.dumps(filters)} if filters else {}
+        return dict(self._json("POST", self._url("/volumes/prune"), params=params))
+
     def close(self) -> None:
         """Release pooled connections."""
         self._api.close()

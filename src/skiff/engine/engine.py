@@ -12,6 +12,7 @@ from skiff.engine.execs import ExecService
 from skiff.engine.health import HealthMonitor
 from skiff.engine.images import ImageService
 from skiff.engine.networks import NetworkConfig, NetworkService
+from skiff.engine.volumes import VolumeService
 from skiff.images.imagestore import ImageStore
 from skiff.runtime.runc import Runtime
 from skiff.store.content import ContentStore
@@ -64,6 +65,8 @@ class Engine:
         )
         self.networks.containers = self.containers
         self.containers.networks = self.networks
+        self.volumes = VolumeService(root=root, db=self.db, events=self.events)
+        self.containers.volumes = self.volumes
         self.images = ImageService(self.image_store, self.containers, self.events)
         self.execs = ExecService(self.containers)
         self.health = HealthMonitor(self.containers, self.execs)
@@ -74,11 +77,16 @@ class Engine:
         Order matters: half-made containers go first (their snapshots pin layers), then
         the image store drops leftover ingests, half-extracted layers and unused layers.
         """
+        # Volume references come from the container records, before containers recover
+        # (which may remove some); mounts no running container uses go after.
+        self.volumes.recover()
         await self.networks.start()
         await self.containers.recover()
+        self.volumes.reconcile()
         self.image_store.recover()
 
     async def stop(self) -> None:
         await self.containers.shutdown()
         await self.networks.close()
+        await self.volumes.drain()
         self.db.close()

@@ -62,7 +62,7 @@ class VolumeService:
         self._refs: dict[str, set[str]] = {}
         self._active: dict[str, set[str]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._purges: set[asyncio.Future[None]] = set()
+        self._purges: set[asyncio.Task[None]] = set()
         for name, data in db.list_volumes():
             try:
                 self._volumes[name] = decode(VolumeRecord, json.loads(data))
@@ -161,11 +161,16 @@ class VolumeService:
             self._purge_later(trash)
 
     def _purge_later(self, trash: Path) -> None:
-        fut = asyncio.ensure_future(asyncio.to_thread(self.driver.purge, trash))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called outside the daemon's loop (tools, tests): delete now
+            self.driver.purge(trash)
+            return
+        fut = loop.create_task(asyncio.to_thread(self.driver.purge, trash))
         self._purges.add(fut)
         fut.add_done_callback(self._purged)
 
-    def _purged(self, fut: asyncio.Future[None]) -> None:
+    def _purged(self, fut: asyncio.Task[None]) -> None:
         self._purges.discard(fut)
         if not fut.cancelled() and fut.exception() is not None:
             log.error("deleting a removed volume's data failed: %s", fut.exception())

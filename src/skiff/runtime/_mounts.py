@@ -92,7 +92,7 @@ def parse_bind(bind: str) -> tuple[str, str, bool, list[str]]:
         raise InvalidArgument(f"invalid volume specification: '{bind}'")
     opts = parts[2].split(",") if len(parts) == 3 else []
     for opt in opts:
-        if opt not in ("ro", "rw", "z", "Z", "nocopy", *_PROPAGATIONS):
+        if opt not in ("ro", "rw", "z", "Z", "nocopy", "consistent", "cached", "delegated", *_PROPAGATIONS):
             raise InvalidArgument(f"invalid mode: {opt} in volume specification '{bind}'")
     return parts[0], parts[1], "ro" in opts, [o for o in opts if o not in ("ro", "rw")]
 
@@ -105,6 +105,8 @@ def user_mounts(host: HostConfig, extra: Sequence[Mount | BindFile]) -> list[dic
     """
     by_target: dict[str, dict[str, Any]] = {}
     for bind in host.binds:
+        if ":" not in bind:
+            continue  # "/path" alone is an anonymous volume: the engine's to resolve
         source, target, read_only, opts = parse_bind(bind)
         if source.startswith("/"):
             by_target[target] = _bind(source, target, read_only, opts)

@@ -246,6 +246,7 @@ def _host_config(f: Flags) -> tuple[JSON, dict[str, Any]]:
         "Ulimits": [parse_ulimit(u) for u in f.many("ulimit")] or None,
         "OomKillDisable": f.flag("oom_kill_disable"),
         "Mounts": [parse_mount(m) for m in f.many("mount")] or None,
+        "VolumesFrom": list(f.many("volumes_from")) or None,
     }
     host.update(resources(f))
     if f.flag("init"):

@@ -81,6 +81,7 @@ CONTAINER_OPTIONS: list[Callable[[Any], Any]] = [
     _opt("-v", "--volume", multiple=True, help="Bind mount a volume"),
     _opt("--mount", multiple=True, help="Attach a filesystem mount to the container"),
     _opt("--tmpfs", multiple=True, help="Mount a tmpfs directory"),
+    _opt("--volumes-from", multiple=True, help="Mount volumes from the specified container(s)"),
     _opt("--add-host", multiple=True, help="Add a custom host-to-IP mapping (host:ip)"),
     _opt("--dns", multiple=True, help="Set custom DNS servers"),
     _opt("--dns-search", multiple=True, help="Set custom DNS search domains"),

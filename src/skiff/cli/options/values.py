@@ -6,6 +6,7 @@ can stop with exit 125 before anything reaches the daemon.
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 from typing import Any
@@ -221,10 +222,18 @@ def parse_tmpfs(value: str) -> tuple[str, str]:
     return path, opts
 
 
+def _csv_fields(value: str) -> list[str]:
+    """docker reads --mount as one CSV record: a field in double quotes may hold commas."""
+    try:
+        return next(csv.reader([value]))
+    except (csv.Error, StopIteration):
+        raise InvalidArgument(f"invalid --mount {value!r}") from None
+
+
 def parse_mount(value: str) -> dict[str, Any]:
     """``--mount type=bind,source=/a,target=/b,readonly`` -> a HostConfig.Mounts entry."""
     mount: dict[str, Any] = {"Type": "volume"}
-    for part in value.split(","):
+    for part in _csv_fields(value):
         key, sep, val = part.partition("=")
         key = key.strip().lower()
         if key in ("type",):
@@ -243,6 +252,19 @@ def parse_mount(value: str) -> dict[str, Any]:
             mount.setdefault("TmpfsOptions", {})["Mode"] = int(val, 8)
         elif key == "volume-nocopy":
             mount.setdefault("VolumeOptions", {})["NoCopy"] = not sep or val.lower() in ("1", "true")
+        elif key == "volume-driver":
+            mount.setdefault("VolumeOptions", {}).setdefault("DriverConfig", {})["Name"] = val
+        elif key in ("volume-opt", "volume-label"):
+            name, has_value, opt_value = val.partition("=")
+            if not name or not has_value:
+                raise InvalidArgument(f"invalid {key} {val!r} in --mount {value!r}: use {key}=key=value")
+            volume_opts = mount.setdefault("VolumeOptions", {})
+            if key == "volume-label":
+                volume_opts.setdefault("Labels", {})[name] = opt_value
+            else:
+                volume_opts.setdefault("DriverConfig", {}).setdefault("Options", {})[name] = opt_value
+        elif key == "consistency":
+            pass  # Docker Desktop's; no meaning on Linux
         else:
             raise InvalidArgument(f"unexpected key {key!r} in --mount {value!r}")
     if mount["Type"] not in ("bind", "volume", "tmpfs"):
