@@ -381,7 +381,9 @@ def podman_network(peer: Peer, name: str, subnet: str, bridge: str) -> Iterator[
     """
     claim_link_name(bridge)
     chains_before = iptables_chains()
-    cni_ipam = Path("/var/lib/cni/networks") / name
+    cni_root = Path("/var/lib/cni")  # the CNI backend's leases and result cache
+    cni_root_existed = cni_root.exists()
+    cni_ipam = cni_root / "networks" / name
     cni_ipam_existed = cni_ipam.exists()
     # netavark's leases live in a fixed host-wide file (no flag moves it): remove it afterwards
     # when this run created it, else it stays (with this network's bucket).
@@ -396,6 +398,10 @@ def podman_network(peer: Peer, name: str, subnet: str, bridge: str) -> Iterator[
         remove_chains(new)
         if not cni_ipam_existed:
             shutil.rmtree(cni_ipam, ignore_errors=True)
+        if not cni_root_existed:  # made by this run: drop the dirs if nothing else is in them
+            for d in (cni_root / "networks", cni_root / "results", cni_root):
+                with contextlib.suppress(OSError):
+                    d.rmdir()
         if not netavark_ipam_existed:
             netavark_ipam.unlink(missing_ok=True)
 
