@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonishFormatter())
     logging.basicConfig(level=config.log_level.upper(), handlers=[handler])
+    for noisy in ("pyroute2", "asyncio"):  # their debug output drowns skiffd's own
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
     if os.geteuid() != 0:
         print("skiffd: must run as root (it creates namespaces, mounts and cgroups)", file=sys.stderr)
         return 1

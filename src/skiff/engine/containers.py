@@ -291,6 +291,9 @@ class ContainerService:
             if attaching is not None:
                 network = await attaching
                 attaching = None
+                # Visible at once (in memory; the record is written after the start): the
+                # process may ask the embedded DNS server about itself before that.
+                self._containers[c.id] = replace(c, network=network)
                 if network.endpoints:
                     ep = network.endpoints[0]
                     rewrite_hosts(bundle / "files", hosts_text(c.spec, c.hostname, ep.ip_address, link_hosts))

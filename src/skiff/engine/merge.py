@@ -172,9 +172,8 @@ def validate_spec(spec: ContainerSpec) -> None:
         )
     if host.auto_remove and policy.name not in ("no", ""):
         raise InvalidArgument("can't create 'AutoRemove' container with restart policy")
-    mode = host.network_mode
-    if mode not in ("none", "host", "default", "bridge", "") and not mode.startswith("container:"):
-        raise InvalidArgument(f"network {mode} not found")
+    if host.network_mode.startswith("container:") and not host.network_mode[len("container:") :]:
+        raise InvalidArgument("invalid network mode: container: needs a container name or id")
     if spec.stop_signal:
         parse_signal(spec.stop_signal)
     if spec.stop_timeout is not None and spec.stop_timeout < -1:
