@@ -136,9 +136,14 @@ class Cni:
         netns: str,
         ifname: str,
         args: Mapping[str, str] | None = None,
+        plugin: str | None = None,
     ) -> dict[str, Any] | None:
-        """Run one plugin operation; returns the parsed result for ADD, None otherwise."""
-        plugin = os.path.join(self.plugin_dir, str(conf["type"]))
+        """Run one plugin operation; returns the parsed result for ADD, None otherwise.
+
+        ``plugin`` overrides the configuration's ``type``: the IPAM plugin is called with its
+        network's configuration, as the main plugin would call it.
+        """
+        plugin = os.path.join(self.plugin_dir, plugin or str(conf["type"]))
         env = {
             "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
             "CNI_COMMAND": command,
