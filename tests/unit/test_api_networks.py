@@ -469,6 +469,12 @@ def test_network_settings_of_stopped_container_keep_network_ids_only() -> None:
     assert (net["EndpointID"], net["IPAddress"], net["IPPrefixLen"], net["MacAddress"]) == ("", "", 0, "")
     assert net["Aliases"] == ["db", CID[:12]]
     assert ports_summary(c) == []
+    configured = replace(
+        c, spec=replace(c.spec, networks={"appnet": EndpointConfig(mac_address="02:42:ac:11:00:02")})
+    )
+    assert (
+        network_settings_json(configured, NETWORKS)["Networks"]["appnet"]["MacAddress"] == "02:42:ac:11:00:02"
+    )
 
 
 @pytest.mark.parametrize("mode", ["host", "none"])

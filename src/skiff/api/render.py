@@ -251,7 +251,8 @@ def _endpoint_json(
         "IPv6Gateway": "",
         "GlobalIPv6Address": "",
         "GlobalIPv6PrefixLen": 0,
-        "MacAddress": ep.mac_address if ep is not None else "",
+        # a configured MAC shows before the container runs (docker-py's connect test reads it)
+        "MacAddress": ep.mac_address if ep is not None else cfg.mac_address,
         "DriverOpts": None,
         "DNSNames": dns_names,
     }
