@@ -2,8 +2,9 @@
 
 It starts skiffd if nothing answers on the default socket (and leaves it running afterwards,
 like docker's daemon), makes sure the busybox image exists, runs a web server container with
-resource limits, shows it answering from inside its own network namespace, inspects it, stops
-and removes it, and checks that nothing is left. On any failure it removes what it made and
+resource limits on a user-defined network with a published port, shows it answering inside
+its container, on the host's loopback and by name from a second container, inspects it, stops
+and removes it (and the network), and checks that nothing is left. On any failure it removes what it made and
 exits non-zero with the failing command's output.
 """
 
@@ -20,6 +21,7 @@ from rich.console import Console
 
 SOCKET = Path("/run/skiff/skiff.sock")
 NAME = "skiff-demo-web"
+NETWORK = "skiff-demo-net"
 BIN = Path(sys.executable).parent
 console = Console(highlight=False)
 
@@ -106,6 +108,23 @@ def serve_and_fetch() -> None:
         return
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fetch_from_host(port: int) -> None:
+    import urllib.request
+
+    url = f"http://127.0.0.1:{port}/"
+    console.print(f"$ fetch {url} (from the host)", style="dim")
+    page = urllib.request.urlopen(url, timeout=10).read().decode()
+    console.print(page.rstrip())
+    if "hello from skiff" not in page:
+        raise DemoFailure(f"the published port answered something unexpected: {page!r}")
+
+
 def run_demo() -> None:
     heading("1. the daemon")
     ensure_daemon()
@@ -113,13 +132,23 @@ def run_demo() -> None:
     if not image_exists("busybox"):
         skiff("image", "bootstrap", "busybox")
     skiff("images")
-    heading("3. a web server with limits: 64 MiB, half a CPU, 64 processes, no network")
+    heading("3. a network, and a web server on it with limits: 64 MiB, half a CPU, 64 processes")
+    skiff("network", "create", NETWORK)
     web = 'mkdir -p /www && echo "hello from skiff" > /www/index.html && exec httpd -f -p 8080 -h /www'
     # --init: tini is PID 1 and passes SIGTERM on, so `stop` is graceful instead of a 10 s wait.
-    limits = ("--init", "-m", "64m", "--cpus", "0.5", "--pids-limit", "64", "--network", "none")
-    skiff("run", "-d", "--name", NAME, *limits, "busybox", "sh", "-c", web)
-    heading("4. it answers, from inside its own network namespace (loopback only)")
+    limits = ("--init", "-m", "64m", "--cpus", "0.5", "--pids-limit", "64")
+    port = free_port()
+    skiff(
+        "run", "-d", "--name", NAME, "--network", NETWORK, "-p", f"127.0.0.1:{port}:8080", *limits,
+        "busybox", "sh", "-c", web,
+    )
+    heading("4. it answers: inside its container, on the host's published port, and by name")
     serve_and_fetch()
+    fetch_from_host(port)
+    page = skiff("run", "--rm", "--network", NETWORK, "busybox", "wget", "-qO-", f"http://{NAME}:8080/")
+    if "hello from skiff" not in page:
+        raise DemoFailure(f"a second container could not reach {NAME} by name: {page!r}")
+    skiff("port", NAME)
     heading("5. look at it")
     skiff("ps")
     skiff("logs", NAME)
@@ -131,6 +160,7 @@ def run_demo() -> None:
     heading("6. stop and remove it")
     skiff("stop", NAME)
     skiff("rm", NAME)
+    skiff("network", "rm", NETWORK)
     heading("7. nothing is left")
     names = skiff("ps", "-a", "--format", "{{.Names}}").split()
     if any(n.startswith("skiff-demo") for n in names):
@@ -147,6 +177,7 @@ def main() -> None:
         console.print(str(exc), markup=False)
         try:
             skiff("rm", "-f", NAME, show=False, check=False)  # clean up what the demo made
+            skiff("network", "rm", NETWORK, show=False, check=False)
         except (OSError, subprocess.TimeoutExpired):
             pass
         sys.exit(1)
