@@ -11,8 +11,10 @@ import io
 import json
 import os
 import secrets
+import signal
 import subprocess
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import docker
 import pytest
 
 from skiff.store.mount import is_mountpoint
-from tests.daemon_fixture import Daemon
+from tests.daemon_fixture import Daemon, bootstrap_busybox, running_daemon
 from tests.e2e._skiff import ok, unique_name
 
 DOCKER = "/usr/local/bin/docker"
@@ -511,3 +513,35 @@ def test_docker_py_volumes_api(daemon: Daemon, tmp_path: Path) -> None:
             api.remove_container(cid, force=True, v=True)
         with contextlib.suppress(docker.errors.NotFound):
             api.remove_volume(vol, force=True)
+
+
+# -- crash -------------------------------------------------------------------------------------
+
+
+def test_kill9_keeps_volume_mounts_of_live_containers_and_drops_the_others() -> None:
+    with running_daemon() as d:
+        bootstrap_busybox(d)
+        for vol in ("live", "gone"):
+            ok(d, "volume", "create", "-o", "type=tmpfs", "-o", "device=tmpfs", "-o", "o=size=1m", vol)
+        ok(d, "run", "-d", "--name", "keeper", *NONE, "-v", "live:/v", "busybox", "sleep", "300")
+        ok(d, "run", "-d", "--name", "quitter", *NONE, "-v", "gone:/v", "busybox", "sh", "-c", "sleep 1.5")
+        ok(d, "exec", "keeper", "sh", "-c", "echo still-here > /v/f")
+        live, gone = (d.root / "volumes" / v / "_data" for v in ("live", "gone"))
+        assert is_mountpoint(live) and is_mountpoint(gone)
+
+        d.stop(signal.SIGKILL)
+        time.sleep(2.5)  # the quitter exits while skiffd is down
+        d.start()
+
+        assert ok(d, "inspect", "-f", "{{.State.Status}}", "quitter").strip() == "exited"
+        assert not is_mountpoint(gone)  # nobody uses it any more
+        assert is_mountpoint(live) and (live / "f").read_text() == "still-here\n"
+        assert ok(d, "exec", "keeper", "cat", "/v/f") == "still-here\n"
+        assert "volume is in use" in fails(d, "volume", "rm", "live")
+        assert sorted(volume_names(d)) == ["gone", "live"]
+        # A new user of the unmounted volume gets it mounted afresh.
+        out = ok(d, "run", "--rm", *NONE, "-v", "gone:/v", "busybox", "grep", " /v ", "/proc/mounts")
+        assert "tmpfs" in out
+        ok(d, "rm", "-f", "keeper", "quitter")
+        assert not is_mountpoint(live)
+        ok(d, "volume", "rm", "live", "gone")
