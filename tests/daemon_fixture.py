@@ -174,10 +174,19 @@ def remove_chains(prefix: str) -> None:
         rules = subprocess.run(["iptables", "-w", "-t", table, "-S"], capture_output=True, text=True).stdout
         for line in rules.splitlines():
             parts = line.split()
-            if len(parts) > 3 and parts[0] == "-A" and "-j" in parts and parts[parts.index("-j") + 1].startswith(prefix + "-"):
+            if (
+                len(parts) > 3
+                and parts[0] == "-A"
+                and "-j" in parts
+                and parts[parts.index("-j") + 1].startswith(prefix + "-")
+            ):
                 if not parts[1].startswith(prefix + "-"):
                     subprocess.run(["iptables", "-w", "-t", table, "-D", *parts[1:]], capture_output=True)
-        chains = [ln.split()[1] for ln in rules.splitlines() if ln.startswith("-N ") and ln.split()[1].startswith(prefix + "-")]
+        chains = [
+            ln.split()[1]
+            for ln in rules.splitlines()
+            if ln.startswith("-N ") and ln.split()[1].startswith(prefix + "-")
+        ]
         for chain in chains:
             subprocess.run(["iptables", "-w", "-t", table, "-F", chain], capture_output=True)
         for chain in chains:

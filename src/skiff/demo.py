@@ -139,8 +139,19 @@ def run_demo() -> None:
     limits = ("--init", "-m", "64m", "--cpus", "0.5", "--pids-limit", "64")
     port = free_port()
     skiff(
-        "run", "-d", "--name", NAME, "--network", NETWORK, "-p", f"127.0.0.1:{port}:8080", *limits,
-        "busybox", "sh", "-c", web,
+        "run",
+        "-d",
+        "--name",
+        NAME,
+        "--network",
+        NETWORK,
+        "-p",
+        f"127.0.0.1:{port}:8080",
+        *limits,
+        "busybox",
+        "sh",
+        "-c",
+        web,
     )
     heading("4. it answers: inside its container, on the host's published port, and by name")
     serve_and_fetch()

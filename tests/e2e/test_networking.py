@@ -45,7 +45,15 @@ def network(api: Any, **kwargs: Any) -> Iterator[str]:
             api.remove_network(name)
 
 
-def start(api: Any, cmd: str, *, network_name: str = "", aliases: list[str] | None = None, name: str = "", **host: Any) -> str:
+def start(
+    api: Any,
+    cmd: str,
+    *,
+    network_name: str = "",
+    aliases: list[str] | None = None,
+    name: str = "",
+    **host: Any,
+) -> str:
     """Create and start a busybox container running ``sh -c cmd``.
 
     Unless told otherwise its resolver (or, on user networks, the embedded DNS server's
@@ -94,7 +102,9 @@ def run_out(api: Any, cmd: str, **kwargs: Any) -> tuple[int, str]:
 def wait_http(api: Any, cid: str) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        r = api.exec_start(api.exec_create(cid, ["sh", "-c", "timeout 1 wget -qO- http://127.0.0.1:80/"])["Id"])
+        r = api.exec_start(
+            api.exec_create(cid, ["sh", "-c", "timeout 1 wget -qO- http://127.0.0.1:80/"])["Id"]
+        )
         if b"hello" in r:
             return
         time.sleep(0.1)
@@ -127,7 +137,9 @@ def test_user_network_resolves_names_aliases_and_short_ids_live(daemon: Daemon) 
         wait_http(api, server)
         ip = api.inspect_container(server)["NetworkSettings"]["Networks"][net]["IPAddress"]
         for target in (server_name, "webalias", server[:12]):
-            code, out = run_out(api, f"nslookup {target} 127.0.0.11; timeout 3 wget -qO- http://{target}/", network_name=net)
+            code, out = run_out(
+                api, f"nslookup {target} 127.0.0.11; timeout 3 wget -qO- http://{target}/", network_name=net
+            )
             assert code == 0, out
             assert ip in out and "hello-from" in out, out
         # Rename: the new name resolves at once, the old one no longer does.
@@ -140,7 +152,10 @@ def test_user_network_resolves_names_aliases_and_short_ids_live(daemon: Daemon) 
         # A container that joins later is resolvable from one already running.
         late = _name("late")
         code, out = run_out(
-            api, f"sleep 0.2; timeout 3 wget -qO- http://{new_name}/ >/dev/null && echo ok", network_name=net, name=late
+            api,
+            f"sleep 0.2; timeout 3 wget -qO- http://{new_name}/ >/dev/null && echo ok",
+            network_name=net,
+            name=late,
         )
         assert code == 0 and "ok" in out
         api.remove_container(server, force=True)
@@ -162,7 +177,7 @@ def test_default_bridge_resolves_only_links(daemon: Daemon) -> None:
         assert code == 0, out
         assert "hello-from" in out
         ip = api.inspect_container(server)["NetworkSettings"]["IPAddress"]
-        assert f"DB_NAME=/" in out and ip in out
+        assert "DB_NAME=/" in out and ip in out
     finally:
         api.remove_container(server, force=True)
 
@@ -181,7 +196,9 @@ def test_networks_are_isolated_from_each_other(daemon: Daemon) -> None:
         probe = start(api, "sleep 60", network_name=net_b)
         try:
             api.connect_container_to_network(probe, net_a, aliases=["probe"])
-            out = api.exec_start(api.exec_create(probe, ["sh", "-c", f"ip -o addr; timeout 3 wget -qO- http://{ip}/"])["Id"]).decode()
+            out = api.exec_start(
+                api.exec_create(probe, ["sh", "-c", f"ip -o addr; timeout 3 wget -qO- http://{ip}/"])["Id"]
+            ).decode()
             assert "eth1" in out and "hello-from" in out, out
             nets = api.inspect_container(probe)["NetworkSettings"]["Networks"]
             assert set(nets) == {net_a, net_b} and nets[net_a]["IPAddress"]
@@ -248,7 +265,9 @@ def test_outbound_is_nated_and_internal_networks_have_no_route(daemon: Daemon) -
         assert code == 0 and "outside-ok" in out, out
         # The far side saw the host's address, not the container's: masqueraded.
         assert log.read_text().split() == [host_ip]
-        code, out = run_out(api, f"ip route; timeout 2 wget -qO- http://{server_ip}:8080/", network_name=internal)
+        code, out = run_out(
+            api, f"ip route; timeout 2 wget -qO- http://{server_ip}:8080/", network_name=internal
+        )
         assert code != 0 and "outside-ok" not in out
         assert "default" not in out
         assert log.read_text().split() == [host_ip]
@@ -307,7 +326,9 @@ def test_container_mode_shares_localhost(daemon: Daemon) -> None:
     server = start(api, "mkdir /www; echo pod-ok > /www/index.html; exec httpd -f -p 127.0.0.1:8080 -h /www")
     try:
         time.sleep(0.3)
-        code, out = run_out(api, "timeout 3 wget -qO- http://127.0.0.1:8080/", network_mode=f"container:{server}")
+        code, out = run_out(
+            api, "timeout 3 wget -qO- http://127.0.0.1:8080/", network_mode=f"container:{server}"
+        )
         assert code == 0 and "pod-ok" in out, out
         code, out = run_out(api, "timeout 2 wget -qO- http://127.0.0.1:8080/")
         assert code != 0 and "pod-ok" not in out
@@ -331,7 +352,9 @@ def kernel_objects(d: Daemon) -> dict[str, set[str]]:
     """Everything networking leaves on the host that belongs to daemon ``d``."""
     veths: set[str] = set()
     for bridge in d.bridges():
-        out = subprocess.run(["ip", "-o", "link", "show", "master", bridge], capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["ip", "-o", "link", "show", "master", bridge], capture_output=True, text=True
+        ).stdout
         veths |= {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if line.strip()}
     leases = set()
     ipam = d.root / "network" / "ipam"
@@ -421,7 +444,9 @@ def test_networks_survive_kill9_and_restart_reconciles() -> None:
         assert api.inspect_container(doomed)["State"]["Status"] == "exited"
         assert not (d.run_dir / "netns" / doomed).exists()
         objects = kernel_objects(d)
-        assert not any(doomed in lease or doomed in json.dumps(sorted(objects["rule"])) for lease in objects["lease"])
+        assert not any(
+            doomed in lease or doomed in json.dumps(sorted(objects["rule"])) for lease in objects["lease"]
+        )
         api.remove_container(doomed, force=True)
         api.remove_container(server, force=True)
         api.remove_network(net)
@@ -452,3 +477,19 @@ def test_crash_between_runc_create_and_start_leaves_no_network_state() -> None:
         assert api.inspect_container(cid)["NetworkSettings"]["Ports"]["80/tcp"]
         api.remove_container(cid, force=True)
         assert_nothing_leaked(d, baseline)
+
+
+def test_stats_report_network_counters(daemon: Daemon) -> None:
+    api = daemon.client()
+    cid = start(api, WEB)
+    try:
+        wait_http(api, cid)
+        gateway_reachable = api.exec_start(
+            api.exec_create(cid, ["ping", "-c", "3", "-W", "1", daemon.bip.split("/")[0]])["Id"]
+        )
+        assert b"3 packets transmitted" in gateway_reachable
+        stats = api.stats(cid, stream=False)
+        eth0 = stats["networks"]["eth0"]
+        assert eth0["tx_packets"] >= 3 and eth0["rx_bytes"] > 0
+    finally:
+        api.remove_container(cid, force=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from skiff.engine.model import Container
@@ -41,6 +42,41 @@ def _cpu(s: CgroupStats) -> JSON:
 def _now() -> str:
     now = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"
+
+
+_NET_FIELDS = (
+    "rx_bytes",
+    "rx_packets",
+    "rx_errors",
+    "rx_dropped",
+    None,
+    None,
+    None,
+    None,
+    "tx_bytes",
+    "tx_packets",
+    "tx_errors",
+    "tx_dropped",
+)
+
+
+def network_stats(pid: int) -> JSON | None:
+    """Docker's ``networks``: per-interface counters from the container's /proc/PID/net/dev."""
+    if pid <= 0:
+        return None
+    try:
+        lines = Path(f"/proc/{pid}/net/dev").read_text().splitlines()[2:]
+    except OSError:
+        return None
+    out: JSON = {}
+    for line in lines:
+        name, _, rest = line.partition(":")
+        name = name.strip()
+        if name == "lo" or not rest:
+            continue
+        values = rest.split()
+        out[name] = {key: int(values[i]) for i, key in enumerate(_NET_FIELDS) if key and i < len(values)}
+    return out or None
 
 
 def stats_json(c: Container, running: bool, previous: JSON | None = None) -> JSON:
@@ -82,6 +118,7 @@ def stats_json(c: Container, running: bool, previous: JSON | None = None) -> JSO
         }
         if running
         else {},
+        **({"networks": nets} if running and (nets := network_stats(c.state.pid)) else {}),
         "name": "/" + c.name,
         "id": c.id,
     }

@@ -46,7 +46,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("skiff.engine")
 
 _NO_ENDPOINT = Endpoint(
-    network_id="", network_name="", endpoint_id="", ifname="", ip_address="", prefix_len=0, gateway="", mac_address=""
+    network_id="",
+    network_name="",
+    endpoint_id="",
+    ifname="",
+    ip_address="",
+    prefix_len=0,
+    gateway="",
+    mac_address="",
 )
 
 DEFAULT_STOP_TIMEOUT = 10
@@ -301,7 +308,11 @@ class ContainerService:
             await self._connect_pending_attaches(c.id)
             await self.runtime.start(c.id)
         except (SkiffError, OSError) as exc:
-            err = exc if isinstance(exc, SkiffError) else RuntimeFailure(f"failed to start container {c.id[:12]}: {exc}")
+            err = (
+                exc
+                if isinstance(exc, SkiffError)
+                else RuntimeFailure(f"failed to start container {c.id[:12]}: {exc}")
+            )
             if attaching is not None:
                 with contextlib.suppress(BaseException):
                     network = await attaching

@@ -127,7 +127,9 @@ class NetworkService:
             if len(matches) == 1:
                 return matches[0]
             if len(matches) > 1:
-                raise InvalidArgument(f"network {ref} is ambiguous ({len(matches)} matches found based on ID prefix)")
+                raise InvalidArgument(
+                    f"network {ref} is ambiguous ({len(matches)} matches found based on ID prefix)"
+                )
         raise NotFound(f"network {ref} not found")
 
     def _find(self, ref: str) -> NetworkRecord | None:
@@ -169,10 +171,14 @@ class NetworkService:
             )
         elif any(getattr(bridge, k) != v for k, v in wanted.items()):
             # The daemon's configuration changed; it applies to containers started from now on.
-            self._put(replace(bridge, **wanted, options={**bridge.options, BRIDGE_NAME_OPTION: self.config.bridge}))
+            self._put(
+                replace(bridge, **wanted, options={**bridge.options, BRIDGE_NAME_OPTION: self.config.bridge})
+            )
         for name, driver in (("host", "host"), ("none", "null")):
             if name not in existing:
-                self._put(NetworkRecord(id=_new_id(), name=name, created=now_rfc3339(), driver=driver, builtin=True))
+                self._put(
+                    NetworkRecord(id=_new_id(), name=name, created=now_rfc3339(), driver=driver, builtin=True)
+                )
         await self._apply_firewall()
 
     async def _apply_firewall(self) -> None:
@@ -213,7 +219,9 @@ class NetworkService:
             rng = self._ip_range(net, ip_range)
             bridge = options.get(BRIDGE_NAME_OPTION) or f"{self.config.bridge_prefix}{nid[:12]}"[:_MAX_IFNAME]
             if len(bridge) > _MAX_IFNAME or not bridge.replace("-", "").replace("_", "").isalnum():
-                raise InvalidArgument(f"invalid bridge name {bridge!r}: at most 15 letters, digits, '-' or '_'")
+                raise InvalidArgument(
+                    f"invalid bridge name {bridge!r}: at most 15 letters, digits, '-' or '_'"
+                )
             if any(rec.bridge == bridge for rec in self._networks.values()):
                 raise Conflict(f"bridge name {bridge} is already used by another network")
             rec = self._put(
@@ -247,14 +255,18 @@ class NetworkService:
             try:
                 net = ipaddress.ip_network(subnet, strict=False)
             except ValueError:
-                raise InvalidArgument(f"invalid subnet {subnet!r}: expected CIDR notation like 10.213.0.0/24") from None
+                raise InvalidArgument(
+                    f"invalid subnet {subnet!r}: expected CIDR notation like 10.213.0.0/24"
+                ) from None
             if not isinstance(net, ipaddress.IPv4Network):
                 raise InvalidArgument("IPv6 networks are not supported")
             if net.prefixlen > 30:
                 raise InvalidArgument(f"subnet {subnet} is too small: use a prefix of /30 or shorter")
             for other in used:
                 if net.overlaps(other):
-                    raise Conflict(f"invalid pool request: Pool overlaps with other one on this address space ({other})")
+                    raise Conflict(
+                        f"invalid pool request: Pool overlaps with other one on this address space ({other})"
+                    )
             return net
         pool = ipaddress.ip_network(self.config.pool)
         host_routes = _host_routes()
@@ -292,7 +304,9 @@ class NetworkService:
         return str(rng)
 
     def _users(self, rec: NetworkRecord) -> builtins.list[Container]:
-        return [c for c in self._svc().list() if rec.name in c.spec.networks or _mode_network(c.spec) == rec.name]
+        return [
+            c for c in self._svc().list() if rec.name in c.spec.networks or _mode_network(c.spec) == rec.name
+        ]
 
     def in_use(self, rec: NetworkRecord) -> bool:
         return bool(self._users(rec))
@@ -352,29 +366,45 @@ class NetworkService:
             if other.id == container_id:
                 raise InvalidArgument("cannot join own network namespace")
             if host.port_bindings or host.publish_all_ports:
-                raise InvalidArgument("conflicting options: port publishing and the container type network mode")
+                raise InvalidArgument(
+                    "conflicting options: port publishing and the container type network mode"
+                )
             if spec.networks:
-                raise InvalidArgument("conflicting options: container type network can't be used with other networks")
+                raise InvalidArgument(
+                    "conflicting options: container type network can't be used with other networks"
+                )
             if host.dns or host.extra_hosts or spec.mac_address:
-                raise InvalidArgument("conflicting options: dns, add-host and mac-address cannot be used with --network container:")
+                raise InvalidArgument(
+                    "conflicting options: dns, add-host and mac-address cannot be used with --network container:"
+                )
             return replace(spec, host=replace(host, network_mode=f"container:{other.id}"), networks={})
         if mode in ("host", "none"):
             if spec.networks and any(k not in (mode,) for k in spec.networks):
-                raise InvalidArgument(f"container cannot be connected to other networks with --network={mode}")
+                raise InvalidArgument(
+                    f"container cannot be connected to other networks with --network={mode}"
+                )
             if mode == "host":
-                return replace(spec, host=replace(host, network_mode="host", port_bindings={}, publish_all_ports=False), networks={})
+                return replace(
+                    spec,
+                    host=replace(host, network_mode="host", port_bindings={}, publish_all_ports=False),
+                    networks={},
+                )
             return replace(spec, host=replace(host, network_mode="none"), networks={})
         primary = self.get(mode)
         if primary.driver != "bridge":
             raise InvalidArgument(f"network {mode} cannot be used as a network mode")
         networks: dict[str, EndpointConfig] = {}
         requested = dict(spec.networks)
-        first = requested.pop(mode, None) or requested.pop(primary.id, None) or requested.pop(primary.name, None)
+        first = (
+            requested.pop(mode, None) or requested.pop(primary.id, None) or requested.pop(primary.name, None)
+        )
         networks[primary.name] = first or EndpointConfig()
         for ref, cfg in requested.items():
             rec = self.get(ref)
             if rec.driver != "bridge":
-                raise InvalidArgument(f"container cannot be connected to network {rec.name} and {primary.name}")
+                raise InvalidArgument(
+                    f"container cannot be connected to network {rec.name} and {primary.name}"
+                )
             networks[rec.name] = cfg
         if spec.mac_address:
             cfg = networks[primary.name]
@@ -406,12 +436,18 @@ class NetworkService:
             except ValueError:
                 raise InvalidArgument(f"invalid IPv4 address: {cfg.ipv4_address}") from None
             if rec.builtin:
-                raise InvalidArgument("user specified IP address is supported only when connecting to networks with user configured subnets")
+                raise InvalidArgument(
+                    "user specified IP address is supported only when connecting to networks with user configured subnets"
+                )
             net = ipaddress.ip_network(rec.subnet)
             if ip not in net or ip in (net.network_address, net.broadcast_address) or str(ip) == rec.gateway:
-                raise InvalidArgument(f"no configured subnet contains IP address {ip} (network {rec.name}: {rec.subnet})")
+                raise InvalidArgument(
+                    f"no configured subnet contains IP address {ip} (network {rec.name}: {rec.subnet})"
+                )
         if cfg.aliases and rec.builtin:
-            raise InvalidArgument("network-scoped alias is supported only for containers in user defined networks")
+            raise InvalidArgument(
+                "network-scoped alias is supported only for containers in user defined networks"
+            )
         if cfg.mac_address and not _valid_mac(cfg.mac_address):
             raise InvalidArgument(f"invalid MAC address: {cfg.mac_address}")
 
@@ -546,7 +582,10 @@ class NetworkService:
         if target is not None:
             dels.append(
                 self._del_quietly(
-                    portmap_conf(_cni_name(target[0]), _mappings(state.ports), None), c.id, netns_path, target[1].ifname
+                    portmap_conf(_cni_name(target[0]), _mappings(state.ports), None),
+                    c.id,
+                    netns_path,
+                    target[1].ifname,
                 )
             )
         for index, name in enumerate(names):
@@ -568,7 +607,9 @@ class NetworkService:
         self, conf: dict[str, Any], cid: str, netns_path: str, ifname: str, *, plugin: str | None = None
     ) -> None:
         try:
-            await self.cni.invoke("DEL", conf, container_id=cid, netns=netns_path, ifname=ifname, plugin=plugin)
+            await self.cni.invoke(
+                "DEL", conf, container_id=cid, netns=netns_path, ifname=ifname, plugin=plugin
+            )
         except SkiffError as exc:
             log.warning("CNI DEL for %s (%s) failed: %s", cid[:12], ifname, exc)
 
@@ -585,7 +626,9 @@ class NetworkService:
                 else "container cannot be connected to multiple networks with one of the networks in private (none) mode"
             )
         if rec.driver != "bridge":
-            raise Forbidden(f"container cannot be disconnected from host network or connected to host network")
+            raise Forbidden(
+                "container cannot be disconnected from host network or connected to host network"
+            )
         if rec.name in c.spec.networks:
             raise Forbidden(f"endpoint with name {c.name} already exists in network {rec.name}")
         self._validate_endpoint(rec, config)
@@ -630,8 +673,15 @@ class NetworkService:
                         )
                 await self._del_quietly(self._bridge_conf(rec), c.id, c.network.netns, ep.ifname)
                 self._results.pop((c.id, rec.id), None)
-                c = replace(c, network=replace(c.network, endpoints=tuple(e for e in c.network.endpoints if e is not ep)))
-            c = replace(c, spec=replace(c.spec, networks=networks, host=replace(c.spec.host, network_mode=mode)))
+                c = replace(
+                    c,
+                    network=replace(
+                        c.network, endpoints=tuple(e for e in c.network.endpoints if e is not ep)
+                    ),
+                )
+            c = replace(
+                c, spec=replace(c.spec, networks=networks, host=replace(c.spec.host, network_mode=mode))
+            )
             if not self._wants_dns(c):
                 await self.dns.detach(c.id)
             svc._save(c)
@@ -644,7 +694,11 @@ class NetworkService:
         me = svc._containers.get(asking)
         if me is None:
             return None
-        mine = {e.network_id for e in me.network.endpoints if not self._networks.get(e.network_id, _BUILTIN_NET).builtin}
+        mine = {
+            e.network_id
+            for e in me.network.endpoints
+            if not self._networks.get(e.network_id, _BUILTIN_NET).builtin
+        }
         links = {}
         for link in me.spec.host.links:
             target, _, alias = link.lstrip("/").partition(":")
@@ -657,7 +711,11 @@ class NetworkService:
             for ep in other.network.endpoints:
                 if ep.network_id not in mine:
                     continue
-                if qname in names or qname in (a.lower() for a in ep.aliases) or links.get(qname) in (other.name, other.id):
+                if (
+                    qname in names
+                    or qname in (a.lower() for a in ep.aliases)
+                    or links.get(qname) in (other.name, other.id)
+                ):
                     found.append(ep.ip_address)
         return found or None
 
@@ -746,7 +804,11 @@ class NetworkService:
                 log.info("releasing lease of stopped or removed container %s on %s", cid[:12], rec.name)
                 with contextlib.suppress(Exception):
                     await self.cni.invoke(
-                        "DEL", portmap_conf(_cni_name(rec), [], None), container_id=cid, netns="", ifname=ifname
+                        "DEL",
+                        portmap_conf(_cni_name(rec), [], None),
+                        container_id=cid,
+                        netns="",
+                        ifname=ifname,
                     )
                 await self._del_quietly(self._bridge_conf(rec), cid, "", ifname)
         if self.netns_dir.exists():
@@ -792,7 +854,11 @@ def _cni_name(rec: NetworkRecord) -> str:
 def _mappings(bindings: Sequence[PortBinding]) -> builtins.list[dict[str, Any]]:
     out: builtins.list[dict[str, Any]] = []
     for b in bindings:
-        m: dict[str, Any] = {"hostPort": b.host_port, "containerPort": b.container_port, "protocol": b.protocol}
+        m: dict[str, Any] = {
+            "hostPort": b.host_port,
+            "containerPort": b.container_port,
+            "protocol": b.protocol,
+        }
         if b.host_ip and b.host_ip != "0.0.0.0":
             m["hostIP"] = b.host_ip
         out.append(m)
@@ -801,7 +867,9 @@ def _mappings(bindings: Sequence[PortBinding]) -> builtins.list[dict[str, Any]]:
 
 def _valid_mac(mac: str) -> bool:
     parts = mac.split(":")
-    return len(parts) == 6 and all(len(p) == 2 and all(ch in "0123456789abcdefABCDEF" for ch in p) for p in parts)
+    return len(parts) == 6 and all(
+        len(p) == 2 and all(ch in "0123456789abcdefABCDEF" for ch in p) for p in parts
+    )
 
 
 def _host_routes() -> builtins.list[ipaddress.IPv4Network]:
@@ -820,7 +888,11 @@ def _host_routes() -> builtins.list[ipaddress.IPv4Network]:
         if mask == b"\0\0\0\0":
             continue
         with contextlib.suppress(ValueError):
-            out.append(ipaddress.IPv4Network((ipaddress.IPv4Address(dest), bin(int.from_bytes(mask, "big")).count("1"))))
+            out.append(
+                ipaddress.IPv4Network(
+                    (ipaddress.IPv4Address(dest), bin(int.from_bytes(mask, "big")).count("1"))
+                )
+            )
     return out
 
 
