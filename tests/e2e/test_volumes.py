@@ -166,6 +166,9 @@ def test_a_volume_shared_by_two_containers_cannot_be_removed_while_used(daemon: 
         assert f"Error response from daemon: remove {vol}: volume is in use - [{cid}]" in err
         dangling = ok(daemon, "volume", "ls", "-q", "--filter", "dangling=true").split()
         assert vol not in dangling
+        df = next(ln for ln in ok(daemon, "system", "df").splitlines() if ln.startswith("Local Volumes"))
+        total, active = (int(x) for x in df.split()[2:4])
+        assert total >= 1 and active >= 1
         ok(daemon, "stop", "-t", "0", reader)
         assert "volume is in use" in fails(daemon, "volume", "rm", vol)  # stopped still counts
         ok(daemon, "rm", reader)

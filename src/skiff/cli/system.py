@@ -134,7 +134,8 @@ def df(obj: CliContext) -> None:
         f"{human_size(sum(int(c.get('SizeRw') or 0) for c in containers))}"
     )
     vol_size = sum(int((v.get("UsageData") or {}).get("Size") or 0) for v in volumes)
-    rows.append(f"Local Volumes\t{len(volumes)}\t-\t{human_size(max(vol_size, 0))}")
+    vol_active = sum(1 for v in volumes if int((v.get("UsageData") or {}).get("RefCount") or 0) > 0)
+    rows.append(f"Local Volumes\t{len(volumes)}\t{vol_active}\t{human_size(max(vol_size, 0))}")
     click.echo(tabwrite("\n".join(rows)))
 
 
