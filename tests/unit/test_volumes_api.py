@@ -102,7 +102,9 @@ def test_create_errors(engine: FakeEngine) -> None:
 
 
 def test_in_use_is_409_with_the_container_ids(engine: FakeEngine) -> None:
-    engine.volumes.resolve("c" * 64, ContainerSpec(image="x", host=HostConfig(binds=("db:/db",))), lambda ref: ())
+    engine.volumes.resolve(
+        "c" * 64, ContainerSpec(image="x", host=HostConfig(binds=("db:/db",))), lambda ref: ()
+    )
     status, body = _call(engine, "DELETE", "/volumes/db", params={"force": "true"})
     assert status == 409 and body["message"] == f"remove db: volume is in use - [{'c' * 64}]"
 
