@@ -626,9 +626,7 @@ class NetworkService:
                 else "container cannot be connected to multiple networks with one of the networks in private (none) mode"
             )
         if rec.driver != "bridge":
-            raise Forbidden(
-                "container cannot be disconnected from host network or connected to host network"
-            )
+            raise Forbidden("container cannot be disconnected from host network or connected to host network")
         if rec.name in c.spec.networks:
             raise Forbidden(f"endpoint with name {c.name} already exists in network {rec.name}")
         self._validate_endpoint(rec, config)
