@@ -109,7 +109,7 @@ def test_validate_name() -> None:
         (HostConfig(restart_policy=RestartPolicy("sometimes")), "invalid restart policy"),
         (HostConfig(restart_policy=RestartPolicy("always", 3)), "maximum retry count"),
         (HostConfig(auto_remove=True, restart_policy=RestartPolicy("always")), "AutoRemove"),
-        (HostConfig(network_mode="nosuchnet"), "network nosuchnet not found"),
+        (HostConfig(network_mode="container:"), "container: needs a container"),
     ],
 )
 def test_validate_spec_rejects(host: HostConfig, message: str) -> None:

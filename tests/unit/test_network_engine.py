@@ -171,7 +171,10 @@ def test_builtin_networks_cannot_be_removed_and_users_block_removal(tmp_path: Pa
 
 
 async def _removal(tmp_path: Path) -> None:
+    from dataclasses import replace
+
     user = ctr("app", "a", network_mode="user")
+    user = replace(user, spec=replace(user.spec, networks={"user": EndpointConfig()}))
     svc = service(tmp_path, user)
     with pytest.raises(Forbidden, match="pre-defined"):
         await svc.remove("bridge")

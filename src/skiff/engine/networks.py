@@ -304,9 +304,7 @@ class NetworkService:
         return str(rng)
 
     def _users(self, rec: NetworkRecord) -> builtins.list[Container]:
-        return [
-            c for c in self._svc().list() if rec.name in c.spec.networks or _mode_network(c.spec) == rec.name
-        ]
+        return [c for c in self._svc().list() if rec.name in c.spec.networks]
 
     def in_use(self, rec: NetworkRecord) -> bool:
         return bool(self._users(rec))
@@ -655,9 +653,9 @@ class NetworkService:
         async with svc._lock(c.id):
             c = svc.get(c.id)
             networks = {k: v for k, v in c.spec.networks.items() if k != rec.name}
+            # As dockerd: the network mode stays as it was (a container disconnected from every
+            # network starts with loopback only, and can be connected again).
             mode = c.spec.host.network_mode
-            if mode == rec.name:
-                mode = next(iter(networks), "none")
             ep = next((e for e in c.network.endpoints if e.network_id == rec.id), None)
             if ep is not None:
                 if self._port_network(c, c.network) == (rec, ep) and c.network.ports:
@@ -698,7 +696,8 @@ class NetworkService:
             if not self._networks.get(e.network_id, _BUILTIN_NET).builtin
         }
         links = {}
-        for link in me.spec.host.links:
+        endpoint_links = [link for cfg in me.spec.networks.values() for link in cfg.links]
+        for link in (*me.spec.host.links, *endpoint_links):
             target, _, alias = link.lstrip("/").partition(":")
             links[(alias or target).lower()] = target
         found: builtins.list[str] = []
@@ -838,11 +837,6 @@ class NetworkService:
 
 
 _BUILTIN_NET = NetworkRecord(id="", name="", created="", builtin=True)
-
-
-def _mode_network(spec: ContainerSpec) -> str:
-    mode = spec.host.network_mode
-    return "" if mode in ("host", "none", "default", "") or mode.startswith("container:") else mode
 
 
 def _cni_name(rec: NetworkRecord) -> str:
