@@ -74,7 +74,7 @@ def test_create_inspect_list_remove(engine: FakeEngine) -> None:
 
     status, body = _call(engine, "GET", "/volumes")
     assert status == 200 and body["Warnings"] == []
-    assert sorted(v["Name"] for v in body["Volumes"])[-1] == "data" and len(body["Volumes"]) == 2
+    assert "data" in {v["Name"] for v in body["Volumes"]} and len(body["Volumes"]) == 2
     status, body = _call(engine, "GET", "/volumes", params={"filters": json.dumps({"label": ["app=web"]})})
     assert [v["Name"] for v in body["Volumes"]] == ["data"]
     status, body = _call(engine, "GET", "/volumes", params={"filters": json.dumps({"until": ["1h"]})})
@@ -305,3 +305,13 @@ def test_volume_row_fields() -> None:
         "Size",
         "Status",
     }
+
+
+def test_cli_volume_flag_makes_relative_host_paths_absolute(tmp_path: Path, monkeypatch: Any) -> None:
+    from skiff.cli.options.values import parse_volume
+
+    monkeypatch.chdir(tmp_path)
+    assert parse_volume("./data:/data:ro") == (f"{tmp_path}/data:/data:ro", None)
+    assert parse_volume("../up:/up") == (f"{tmp_path.parent}/up:/up", None)
+    assert parse_volume("named:/data") == ("named:/data", None)
+    assert parse_volume("/data") == (None, "/data")

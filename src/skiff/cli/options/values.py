@@ -285,4 +285,7 @@ def parse_volume(value: str) -> tuple[str | None, str | None]:
         return None, value
     if len(parts) > 3 or not parts[0] or not parts[1].startswith("/"):
         raise InvalidArgument(f"invalid volume specification: {value!r} (use [src:]/container/path[:ro])")
+    if parts[0].startswith("."):
+        # As the docker CLI (>= 23): ./dir and ../dir are host paths relative to here.
+        return ":".join([os.path.abspath(parts[0]), *parts[1:]]), None
     return value, None
