@@ -10,7 +10,7 @@ import click
 
 from skiff.cli.context import CliContext, for_each, pass_cli, usage_errors
 from skiff.cli.filters import parse_filters
-from skiff.cli.format.rows import short_id
+from skiff.cli.format.rows import ObjectRow, short_id
 from skiff.cli.format.table import render_rows
 from skiff.cli.options.network import parse_ipv4, parse_link
 from skiff.cli.options.values import parse_key_value
@@ -22,7 +22,7 @@ NETWORK_TITLES = {"ID": "NETWORK ID", "CreatedAt": "CREATED AT", "IPv6": "IPV6"}
 _NETWORK_FIELDS = ("CreatedAt", "Driver", "ID", "IPv6", "Internal", "Labels", "Name", "Scope")
 
 
-class NetworkRow:
+class NetworkRow(ObjectRow):
     """One ``GET /networks`` item as docker's network formatter sees it (``.ID``, ``.Name``, ...)."""
 
     def __init__(self, raw: dict[str, Any], trunc: bool = True) -> None:
@@ -38,33 +38,12 @@ class NetworkRow:
         return short_id(ident) if self.trunc else ident
 
     @property
-    def Name(self) -> str:
-        return str(self.raw.get("Name", ""))
-
-    @property
-    def Driver(self) -> str:
-        return str(self.raw.get("Driver", ""))
-
-    @property
-    def Scope(self) -> str:
-        return str(self.raw.get("Scope", ""))
-
-    @property
     def IPv6(self) -> str:
         return "true" if self.raw.get("EnableIPv6") else "false"
 
     @property
     def Internal(self) -> str:
         return "true" if self.raw.get("Internal") else "false"
-
-    @property
-    def Labels(self) -> str:
-        labels = self.raw.get("Labels") or {}
-        return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-
-    def Label(self, name: str) -> str:
-        """``{{.Label "key"}}``: one label's value."""
-        return str((self.raw.get("Labels") or {}).get(name, ""))
 
     @property
     def CreatedAt(self) -> str:

@@ -9,6 +9,7 @@ import click
 
 from skiff.cli.context import CliContext, for_each, pass_cli, usage_errors
 from skiff.cli.filters import parse_filters
+from skiff.cli.format.rows import ObjectRow
 from skiff.cli.format.table import render_rows
 from skiff.errors import InvalidArgument
 from skiff.units import human_size
@@ -29,7 +30,7 @@ _VOLUME_FIELDS = (
 )
 
 
-class VolumeRow:
+class VolumeRow(ObjectRow):
     """One volume as docker's volume formatter sees it (``.Name``, ``.Driver``, ``.Label "k"``...)."""
 
     def __init__(self, raw: dict[str, Any]) -> None:
@@ -39,29 +40,8 @@ class VolumeRow:
         return {name: str(getattr(self, name)) for name in _VOLUME_FIELDS}
 
     @property
-    def Name(self) -> str:
-        return str(self.raw.get("Name", ""))
-
-    @property
-    def Driver(self) -> str:
-        return str(self.raw.get("Driver", ""))
-
-    @property
-    def Scope(self) -> str:
-        return str(self.raw.get("Scope", ""))
-
-    @property
     def Mountpoint(self) -> str:
         return str(self.raw.get("Mountpoint", ""))
-
-    @property
-    def Labels(self) -> str:
-        labels = self.raw.get("Labels") or {}
-        return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-
-    def Label(self, name: str) -> str:
-        """``{{.Label "key"}}``: one label's value."""
-        return str((self.raw.get("Labels") or {}).get(name, ""))
 
     @property
     def Links(self) -> str:

@@ -717,16 +717,19 @@ class NetworkService:
         return found or None
 
     # ------------------------------------------------------------- hosts file
+    def _linked(self, c: Container) -> builtins.list[tuple[str, Container]]:
+        """(alias or "", target container) for each ``--link`` whose target still exists."""
+        out: builtins.list[tuple[str, Container]] = []
+        for link in c.spec.host.links:
+            target, _, alias = link.lstrip("/").partition(":")
+            with contextlib.suppress(NotFound):
+                out.append((alias, self._svc().get(target)))
+        return out
+
     def hosts_entries(self, c: Container, state: NetworkState) -> builtins.list[tuple[str, str]]:
         """Extra /etc/hosts lines (ip, names) for legacy links."""
         out: builtins.list[tuple[str, str]] = []
-        svc = self._svc()
-        for link in c.spec.host.links:
-            target, _, alias = link.lstrip("/").partition(":")
-            try:
-                other = svc.get(target)
-            except NotFound:
-                continue
+        for alias, other in self._linked(c):
             shared = {e.network_id for e in state.endpoints}
             ep = next((e for e in other.network.endpoints if e.network_id in shared), None)
             if ep is None:
@@ -738,13 +741,7 @@ class NetworkService:
     def link_env(self, c: Container) -> builtins.list[str]:
         """Docker's legacy link environment (DB_PORT_5432_TCP_ADDR=...) for running link targets."""
         env: builtins.list[str] = []
-        svc = self._svc()
-        for link in c.spec.host.links:
-            target, _, alias = link.lstrip("/").partition(":")
-            try:
-                other = svc.get(target)
-            except NotFound:
-                continue
+        for alias, other in self._linked(c):
             ep = other.network.endpoints[0] if other.network.endpoints else None
             if ep is None:
                 continue

@@ -46,16 +46,21 @@ class MountSpec:
     options: tuple[str, ...]
 
 
-def _mount(source: str, target: Path, fstype: str | None, flags: int, data: str | None) -> None:
+def mount_errno(source: str | None, target: Path, fstype: str | None, flags: int, data: str | None) -> int:
+    """mount(2); 0 on success, else the errno (callers word their own errors)."""
     rc = _libc.mount(
-        source.encode(),
+        source.encode() if source is not None else None,
         os.fsencode(target),
         fstype.encode() if fstype else None,
         flags,
         data.encode() if data else None,
     )
-    if rc != 0:
-        err = ctypes.get_errno()
+    return ctypes.get_errno() if rc != 0 else 0
+
+
+def _mount(source: str, target: Path, fstype: str | None, flags: int, data: str | None) -> None:
+    err = mount_errno(source, target, fstype, flags, data)
+    if err:
         raise RuntimeFailure(
             f"mount {fstype or 'bind'} {source} on {target} failed: {os.strerror(err)}"
             + (f" (options {data!r})" if data else "")

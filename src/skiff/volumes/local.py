@@ -9,8 +9,6 @@ plain directory. Nothing here knows about containers; ``VolumeService`` counts u
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import re
 import secrets
@@ -20,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from skiff.errors import InvalidArgument, RuntimeFailure
-from skiff.store.mount import is_mountpoint, unmount
+from skiff.store.mount import is_mountpoint, mount_errno, unmount
 
 DRIVER = "local"
 NAME_CHARS = "[a-zA-Z0-9][a-zA-Z0-9_.-]"
@@ -87,9 +85,6 @@ _PROPAGATION_FLAGS = {
     "runbindable": MS_UNBINDABLE | MS_REC,
 }
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-
 
 def validate_name(name: str) -> None:
     """dockerd's local driver rule: two or more of ``[a-zA-Z0-9][a-zA-Z0-9_.-]``."""
@@ -147,15 +142,8 @@ def parse_mount_options(o: str) -> tuple[int, list[str], int]:
 
 
 def _mount(source: str | None, target: Path, fstype: str | None, flags: int, data: str | None) -> None:
-    rc = _libc.mount(
-        source.encode() if source is not None else None,
-        os.fsencode(target),
-        fstype.encode() if fstype else None,
-        flags,
-        data.encode() if data else None,
-    )
-    if rc != 0:
-        err = ctypes.get_errno()
+    err = mount_errno(source, target, fstype, flags, data)
+    if err:
         raise RuntimeFailure(
             f"failed to mount local volume: mount {source}:{target}, flags: {flags:#x}: {os.strerror(err)}"
         )

@@ -153,7 +153,38 @@ def status_text(state: dict[str, Any], now: float | None = None) -> str:
     return f"Exited ({state.get('ExitCode', 0)}) {since(finished, now)}"
 
 
-class ContainerRow:
+class LabeledRow:
+    """A row over an API object's JSON (``raw``) with docker's ``.Labels`` and ``.Label "k"``."""
+
+    raw: dict[str, Any]
+
+    @property
+    def Labels(self) -> str:
+        labels = self.raw.get("Labels") or {}
+        return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+    def Label(self, name: str) -> str:
+        """``{{.Label "key"}}``: one label's value."""
+        return str((self.raw.get("Labels") or {}).get(name, ""))
+
+
+class ObjectRow(LabeledRow):
+    """Networks and volumes: ``.Name``, ``.Driver``, ``.Scope`` plus labels."""
+
+    @property
+    def Name(self) -> str:
+        return str(self.raw.get("Name", ""))
+
+    @property
+    def Driver(self) -> str:
+        return str(self.raw.get("Driver", ""))
+
+    @property
+    def Scope(self) -> str:
+        return str(self.raw.get("Scope", ""))
+
+
+class ContainerRow(LabeledRow):
     """One ``GET /containers/json`` item as docker's ps formatter sees it.
 
     Property names are docker's template field names (``.ID``, ``.RunningFor``), hence CamelCase.
@@ -219,15 +250,6 @@ class ContainerRow:
             # Link aliases look like "other/alias"; docker ps shows only the real name.
             names = [n for n in names if "/" not in n][:1] or names[:1]
         return ",".join(names)
-
-    @property
-    def Labels(self) -> str:
-        labels = self.raw.get("Labels") or {}
-        return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-
-    def Label(self, name: str) -> str:
-        """``{{.Label "key"}}``: one label's value."""
-        return str((self.raw.get("Labels") or {}).get(name, ""))
 
     @property
     def Mounts(self) -> str:
