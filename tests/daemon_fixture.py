@@ -128,6 +128,7 @@ class Daemon:
         self.stop()
         kill_processes_mentioning(str(self.run_dir))
         kill_processes_mentioning(str(self.root))
+        kill_cgroup_tree(self.cgroup_parent)  # e.g. a `runc init` left by a crash test
         unmount_under(self.base)
         remove_cgroup_tree(self.cgroup_parent)
         self.remove_network_objects()
@@ -199,6 +200,16 @@ def unmount_under(base: Path) -> None:
         points = [line.split()[4] for line in f]
     for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
         subprocess.run(["umount", "-l", point], capture_output=True)
+
+
+def kill_cgroup_tree(parent: str) -> None:
+    """SIGKILL every process in the test daemon's cgroup parent (they are all the test's)."""
+    for procs in Path("/sys/fs/cgroup").glob(f"*/{parent}/**/cgroup.procs"):
+        with contextlib.suppress(OSError):
+            for pid in procs.read_text().split():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(pid), signal.SIGKILL)
+    time.sleep(0.1)
 
 
 def remove_cgroup_tree(parent: str) -> None:
