@@ -16,7 +16,7 @@ import socket
 import statistics
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,24 @@ def summarize(samples_ms: Sequence[float]) -> Summary:
         min=round(ordered[0], 2),
         max=round(ordered[-1], 2),
     )
+
+
+def interleaved_rounds(
+    commands: Mapping[str, Callable[[int], float]], runs: int, max_seconds: float, notes: list[str]
+) -> dict[str, list[float]]:
+    """Run every peer once per round, rotating who goes first; stop adding rounds after
+    ``max_seconds`` (noted). Returns each peer's samples in ms."""
+    samples: dict[str, list[float]] = {name: [] for name in commands}
+    order = list(commands)
+    deadline = time.monotonic() + max_seconds
+    for rnd in range(runs):
+        if time.monotonic() > deadline:
+            notes.append(f"stopped after {rnd} rounds: --max-seconds {max_seconds:.0f} reached")
+            break
+        shift = rnd % len(order) if order else 0
+        for name in order[shift:] + order[:shift]:
+            samples[name].append(commands[name](rnd))
+    return samples
 
 
 def timed_run(argv: Sequence[str], env: dict[str, str] | None = None, timeout: float = 60.0) -> float:

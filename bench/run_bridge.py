@@ -53,6 +53,7 @@ from bench.common import (
     Summary,
     brief,
     figure,
+    interleaved_rounds,
     print_series,
     ratio,
     remove_cgroups,
@@ -427,16 +428,7 @@ def main() -> None:
                 run(-1 - i)
         if baseline is not None:
             baseline.parts = {p: [] for p in baseline.PARTS}  # warm-up parts are not measured
-        samples: dict[str, list[float]] = {name: [] for name in commands}
-        order = list(commands)
-        deadline = time.monotonic() + args.max_seconds
-        for rnd in range(args.runs):
-            if time.monotonic() > deadline:
-                notes.append(f"stopped after {rnd} rounds: --max-seconds {args.max_seconds:.0f} reached")
-                break
-            shift = rnd % len(order) if order else 0
-            for name in order[shift:] + order[:shift]:
-                samples[name].append(commands[name](rnd))
+        samples = interleaved_rounds(commands, args.runs, args.max_seconds, notes)
     # Every peer is down and its own cleanup has run; anything still naming our bridges is a leak.
     leaks = [f"iptables rule left behind and removed: {r}" for r in remove_stray_rules(rules_before)]
     leaks += [

@@ -11,11 +11,19 @@ Each round runs every peer once, in a rotated order, so drift on a noisy machine
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 from contextlib import ExitStack
 
-from bench.common import brief, figure, print_series, ratio, summarize, timed_run, write_result
+from bench.common import (
+    brief,
+    figure,
+    interleaved_rounds,
+    print_series,
+    ratio,
+    summarize,
+    timed_run,
+    write_result,
+)
 from bench.peers import docker_peer, podman_peer, runc_bundle, skiff_peer, skiff_peer_cli
 
 RUN_ARGS = ("--rm", "--network", "none", "busybox", "true")
@@ -46,16 +54,7 @@ def main() -> None:
         for run in commands.values():
             for i in range(args.warmup):
                 run(-1 - i)
-        samples: dict[str, list[float]] = {name: [] for name in commands}
-        order = list(commands)
-        deadline = time.monotonic() + args.max_seconds
-        for rnd in range(args.runs):
-            if time.monotonic() > deadline:
-                notes.append(f"stopped after {rnd} rounds: --max-seconds {args.max_seconds:.0f} reached")
-                break
-            shift = rnd % len(order) if order else 0
-            for name in order[shift:] + order[:shift]:
-                samples[name].append(commands[name](rnd))
+        samples = interleaved_rounds(commands, args.runs, args.max_seconds, notes)
 
     series = {name: summarize(s) for name, s in samples.items() if s}
     print_series("run --rm --network none busybox true (ms)", series)
