@@ -18,8 +18,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,8 @@ class Daemon:
     bip: str = ""
     pool: str = ""
     chain_prefix: str = ""
+    # More skiffd flags (e.g. a tcp:// -H with TLS); the unix socket stays, the fixture talks to it.
+    extra_args: list[str] = field(default_factory=list)
 
     @property
     def host(self) -> str:
@@ -76,6 +78,7 @@ class Daemon:
                 *(["--bip", self.bip] if self.bip else []),
                 *(["--default-address-pool", self.pool] if self.pool else []),
                 *(["--iptables-chain-prefix", self.chain_prefix] if self.chain_prefix else []),
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -237,7 +240,7 @@ def network_settings(tag: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running_daemon() -> Iterator[Daemon]:
+def running_daemon(extra_args: Sequence[str] = ()) -> Iterator[Daemon]:
     tag = secrets.token_hex(4)
     base = Path(f"/tmp/skiff-test-{tag}")
     base.mkdir(parents=True)
@@ -248,6 +251,7 @@ def running_daemon() -> Iterator[Daemon]:
         socket=base / "run" / "skiff.sock",
         cgroup_parent=f"skiff-test-{tag}",
         log_path=base / "skiffd.log",
+        extra_args=list(extra_args),
         **network_settings(tag),
     )
     try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -37,7 +39,18 @@ def cli(
     """A Docker-compatible container engine: the client of skiffd."""
     settings = None
     if tls or tlsverify:
-        settings = TLSSettings(ca_cert=tlscacert, client_cert=tlscert, client_key=tlskey, verify=tlsverify)
+        # As the docker CLI: files not given come from $DOCKER_CERT_PATH or ~/.docker when there.
+        certs = Path(os.environ.get("DOCKER_CERT_PATH") or Path.home() / ".docker")
+
+        def default(given: str | None, name: str) -> str | None:
+            return given or (str(certs / name) if (certs / name).is_file() else None)
+
+        settings = TLSSettings(
+            ca_cert=default(tlscacert, "ca.pem"),
+            client_cert=default(tlscert, "cert.pem"),
+            client_key=default(tlskey, "key.pem"),
+            verify=tlsverify,
+        )
     ctx.obj = CliContext(host_flag=host, debug=debug, tls=settings)
 
 

@@ -49,4 +49,8 @@ def connect(host: str, tls: TLSSettings | None = None, api_version: str = DEFAUL
         if host.startswith("tcp://"):
             base_url = "https://" + host[len("tcp://") :]
     api = docker.APIClient(base_url=base_url, version=api_version, tls=tls_config, timeout=None)
+    if tls is not None and tls.verify and tls.ca_cert:
+        # requests lets $REQUESTS_CA_BUNDLE/$CURL_CA_BUNDLE override a session's CA file
+        # (psf/requests#3829): the daemon's CA must win, as with the docker CLI.
+        api.trust_env = False
     return Client(api, host=host)

@@ -8,6 +8,7 @@ whether the daemon said it (docker prints "Error response from daemon: ..." then
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -85,6 +86,25 @@ def unavailable(host: str) -> errors.Unavailable:
     return errors.Unavailable(f"Cannot connect to the skiff daemon at {host}. Is skiffd running?")
 
 
+def tls_reason(exc: BaseException) -> str:
+    """The OpenSSL reason deep inside requests' and urllib3's wrappers ("certificate verify failed:
+    self-signed certificate", "tlsv13 alert certificate required")."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        cur = todo.pop()
+        if id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, ssl.SSLCertVerificationError) and cur.verify_message:
+            return f"certificate verify failed: {cur.verify_message}"
+        if isinstance(cur, ssl.SSLError) and cur.reason:
+            return str(cur.reason).lower().replace("_", " ")
+        linked = [*cur.args, getattr(cur, "reason", None), cur.__cause__, cur.__context__]
+        todo += [e for e in linked if isinstance(e, BaseException)]
+    return str(exc)
+
+
 @contextmanager
 def mapped_errors(host: str) -> Iterator[None]:
     """Run a transport call, converting its failures to ``skiff.errors``."""
@@ -93,6 +113,8 @@ def mapped_errors(host: str) -> Iterator[None]:
     except docker.errors.APIError as exc:
         status = exc.status_code or 500
         raise _daemon_error(status, api_error_message(exc)) from exc
+    except requests.exceptions.SSLError as exc:
+        raise errors.Unavailable(f"TLS error talking to the skiff daemon at {host}: {tls_reason(exc)}") from exc
     except requests.exceptions.ConnectionError as exc:
         raise unavailable(host) from exc
     except docker.errors.DockerException as exc:

@@ -8,6 +8,7 @@ stdout, 2 stderr, 3 a system error. TTY streams are raw bytes.
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 from collections.abc import Iterator
 from typing import Any
@@ -81,7 +82,8 @@ class HijackedStream:
     @property
     def has_buffered(self) -> bool:
         """True when bytes are waiting that select() would not report."""
-        return bool(self._leftover)
+        pending = self.sock.pending() if isinstance(self.sock, ssl.SSLSocket) else 0
+        return bool(self._leftover) or pending > 0  # decrypted TLS bytes are invisible to select()
 
     def sendall(self, data: bytes) -> None:
         """Send stdin bytes to the container."""
@@ -90,7 +92,10 @@ class HijackedStream:
     def close_write(self) -> None:
         """Half-close: the container's stdin gets EOF."""
         try:
-            self.sock.shutdown(socket.SHUT_WR)
+            # socket.socket's own shutdown, also for a TLS socket: ssl.SSLSocket.shutdown drops
+            # the TLS session, and the output still to come would then be read undecrypted.
+            # skiffd takes the bare TCP FIN as the end of stdin.
+            socket.socket.shutdown(self.sock, socket.SHUT_WR)
         except OSError:
             pass
 

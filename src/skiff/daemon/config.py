@@ -31,6 +31,14 @@ class DaemonConfig:
     default_address_pool: str = "10.212.0.0/14"
     default_address_pool_size: int = 24
     iptables_chain_prefix: str = "SKIFF"
+    # TCP listeners (dockerd's flags and daemon.json keys). tlsverify: mutual TLS, clients need a
+    # certificate signed by tlscacert; tls alone: server TLS only. tls False (said explicitly) is
+    # the opt-in to plain TCP; None means "not said", and then a tcp:// host without TLS is refused.
+    tls: bool | None = None
+    tlsverify: bool | None = None
+    tlscacert: Path | None = None
+    tlscert: Path | None = None
+    tlskey: Path | None = None
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
@@ -58,8 +66,10 @@ def merge(config: DaemonConfig, settings: dict[str, Any]) -> DaemonConfig:
             raise InvalidArgument(f"unknown setting {key!r} in config (known: {', '.join(sorted(known))})")
         if value is None:
             continue
-        if name in ("root", "run_dir"):
+        if name in ("root", "run_dir", "tlscacert", "tlscert", "tlskey"):
             value = Path(value)
+        elif name in ("tls", "tlsverify") and not isinstance(value, bool):
+            raise InvalidArgument(f"setting {key!r} must be true or false, not {value!r}")
         elif name == "hosts":
             value = (value,) if isinstance(value, str) else tuple(value)
         changes[name] = value

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import grp
 import logging
 import os
 import signal
@@ -16,6 +14,7 @@ from aiohttp import web
 
 from skiff import __version__
 from skiff.daemon.config import DaemonConfig, load_config_file, merge
+from skiff.daemon.listen import plan_listeners, remove_unix_sockets, start_sites
 from skiff.errors import SkiffError
 
 log = logging.getLogger("skiffd")
@@ -31,8 +30,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "-H",
         "--host",
         action="append",
-        help="listen address, unix:///path (default unix:///run/skiff/skiff.sock)",
+        help="listen address, unix:///path or tcp://host:port; repeatable (default unix:///run/skiff/skiff.sock)",
     )
+    for flag, what in (
+        ("--tls", "TLS on tcp:// hosts; implied by --tlsverify. --tls=false: plain TCP, unauthenticated"),
+        ("--tlsverify", "TLS on tcp:// hosts, clients need a certificate signed by --tlscacert"),
+    ):
+        p.add_argument(flag, nargs="?", const=True, type=parse_bool, metavar="BOOL", help=what)
+    p.add_argument(
+        "--tlscacert", help="CA clients' certificates must be signed by (default ~/.docker/ca.pem)"
+    )
+    p.add_argument("--tlscert", help="the server's TLS certificate (default ~/.docker/cert.pem)")
+    p.add_argument("--tlskey", help="the server's TLS key (default ~/.docker/key.pem)")
     p.add_argument("--runtime", choices=["runc", "crun"], help="OCI runtime (default runc)")
     p.add_argument("--cgroup-parent", help="parent cgroup for containers (default skiff)")
     p.add_argument("--config", help="config file (YAML or JSON; keys as the long flags)")
@@ -47,6 +56,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--version", action="version", version=f"skiffd {__version__}")
     return p.parse_args(argv)
+
+
+def parse_bool(text: str) -> bool:
+    """Go's flag syntax for booleans (``--tls=false``), which dockerd's users type."""
+    value = text.strip().lower()
+    if value in ("1", "t", "true", "yes"):
+        return True
+    if value in ("0", "f", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {text!r} (use true or false)")
 
 
 def build_config(args: argparse.Namespace) -> DaemonConfig:
@@ -64,6 +83,11 @@ def build_config(args: argparse.Namespace) -> DaemonConfig:
         "bip": args.bip,
         "default-address-pool": args.default_address_pool,
         "iptables-chain-prefix": args.iptables_chain_prefix,
+        "tls": args.tls,
+        "tlsverify": args.tlsverify,
+        "tlscacert": args.tlscacert,
+        "tlscert": args.tlscert,
+        "tlskey": args.tlskey,
     }
     return merge(config, {k: v for k, v in flags.items() if v is not None})
 
@@ -86,6 +110,7 @@ async def serve(config: DaemonConfig) -> None:
     from skiff.engine.engine import Engine, EngineConfig
     from skiff.engine.networks import NetworkConfig
 
+    plan = plan_listeners(config)  # a bad address or certificate stops us before anything is touched
     engine = Engine(
         EngineConfig(
             root=config.root,
@@ -105,19 +130,13 @@ async def serve(config: DaemonConfig) -> None:
     app = create_app(engine)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
-    for host in config.hosts:
-        if not host.startswith("unix://"):
-            raise SkiffError(f"unsupported listen address {host!r}: only unix:// sockets for now")
-        path = Path(host[len("unix://") :])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        site = web.UnixSite(runner, str(path))
-        await site.start()
-        os.chmod(path, 0o660)
-        with contextlib.suppress(KeyError, PermissionError):
-            os.chown(path, 0, grp.getgrnam(config.socket_group).gr_gid)
-        log.info("API listening on %s", host)
+    try:
+        await start_sites(runner, plan, config.socket_group)
+    except BaseException:
+        await runner.cleanup()
+        await engine.stop()
+        remove_unix_sockets(plan)
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -127,9 +146,7 @@ async def serve(config: DaemonConfig) -> None:
     log.info("shutting down; containers keep running under conmon")
     await runner.cleanup()
     await engine.stop()
-    for host in config.hosts:
-        with contextlib.suppress(OSError):
-            Path(host[len("unix://") :]).unlink()
+    remove_unix_sockets(plan)
 
 
 def main(argv: list[str] | None = None) -> int:
