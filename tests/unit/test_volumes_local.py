@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from skiff.errors import InvalidArgument
+from skiff.fs.scoped import resolve_in_root
 from skiff.types.volume import ANONYMOUS_LABEL, VolumeRecord
 from skiff.volumes import local
-from skiff.volumes.copyup import resolve_in_root
 from skiff.volumes.filters import LIST_FILTERS, PRUNE_FILTERS, check_filters, volume_matches
 
 

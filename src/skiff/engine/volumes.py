@@ -30,12 +30,13 @@ from pathlib import Path
 from skiff.engine.events import EventBus
 from skiff.engine.model import Container
 from skiff.errors import Conflict, InvalidArgument, NotFound, SkiffError
+from skiff.fs.scoped import resolve_in_root
 from skiff.store.metadata import MetadataDB
 from skiff.types import ContainerSpec, Mount
 from skiff.types.codec import decode, to_plain
 from skiff.types.volume import ANONYMOUS_LABEL, MountPoint, VolumeRecord
 from skiff.volumes import local
-from skiff.volumes.copyup import copy_up, resolve_in_root
+from skiff.volumes.copyup import copy_up
 from skiff.volumes.filters import volume_matches
 from skiff.volumes.local import LocalDriver, needs_mount
 from skiff.volumes.specs import plan_mounts

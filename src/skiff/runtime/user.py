@@ -1,20 +1,19 @@
 """Resolve ``--user`` against the container's own /etc/passwd and /etc/group.
 
 Paths inside the rootfs are resolved with symlinks interpreted *inside* the rootfs
-(like moby's ``FollowSymlinkInScope``): an image cannot make skiff read host files.
+(:func:`skiff.fs.scoped.resolve_in_root`): an image cannot make skiff read host files.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from skiff.errors import InvalidArgument
+from skiff.fs.scoped import resolve_in_root
 
 _MAX_ID = 2**31 - 1
-_MAX_SYMLINKS = 255
 
 
 @dataclass(frozen=True)
@@ -31,34 +30,8 @@ class _GroupEntry:
     members: tuple[str, ...]
 
 
-def scoped_path(rootfs: Path, path: str) -> Path:
-    """Host path of ``path`` inside ``rootfs``, following symlinks without leaving ``rootfs``."""
-    root = Path(os.path.abspath(rootfs))
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = root.joinpath(*resolved, part)
-        if candidate.is_symlink():
-            hops += 1
-            if hops > _MAX_SYMLINKS:
-                raise InvalidArgument(f"too many symlinks while resolving {path} in the image")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        resolved.append(part)
-    return root.joinpath(*resolved)
-
-
 def _read_lines(rootfs: Path, path: str) -> list[list[str]]:
-    file = scoped_path(rootfs, path)
+    file = resolve_in_root(rootfs, path)
     try:
         text = file.read_text(errors="replace")
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):

@@ -15,43 +15,6 @@ import shutil
 import stat
 from pathlib import Path
 
-from skiff.errors import InvalidArgument
-
-_MAX_LINKS = 255
-
-
-def resolve_in_root(root: Path, path: str) -> Path:
-    """``path`` inside ``root`` as the container sees it: symlinks and ``..`` never leave ``root``.
-
-    Components that do not exist are kept as they are (the result may not exist).
-    """
-    pending = [p for p in path.split("/") if p and p != "."]
-    resolved: list[str] = []
-    links = 0
-    while pending:
-        part = pending.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        try:
-            st = os.lstat(candidate)
-        except FileNotFoundError:
-            resolved.append(part)
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            links += 1
-            if links > _MAX_LINKS:
-                raise InvalidArgument(f"too many levels of symbolic links in {path}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            pending = [p for p in target.split("/") if p and p != "."] + pending
-            continue
-        resolved.append(part)
-    return Path(root, *resolved)
-
 
 def is_empty_dir(path: Path) -> bool:
     with os.scandir(path) as it:
