@@ -289,3 +289,84 @@ def test_whiteout_keeps_header_mtime(snaps: tuple[OverlaySnapshotter, Path]) -> 
     assert os.lstat(s.upper_dir("upper") / "a").st_mtime == 2_000_000
     regenerated = diff_tar(s.upper_dir("upper"), io.BytesIO()).diff_id
     assert regenerated == "sha256:" + hashlib.sha256(tar).hexdigest()
+
+
+# -- more hostile layers (issue 5): each case must stay inside the root --------------------------
+
+
+@pytest.mark.parametrize("name", ["evil/.wh.victim", "evil/.wh..wh..opq"])
+def test_whiteouts_through_a_symlinked_dir_refused(target: Path, outside: Path, name: str) -> None:
+    data = _tar(_entry("evil", tarfile.SYMTYPE, str(outside)), _file(name, b""))
+    with pytest.raises(InvalidArgument, match="symlink"):
+        _apply(data, target)
+    assert (outside / "victim").read_bytes() == b"original"
+    with pytest.raises(OSError):
+        os.getxattr(outside, "trusted.overlay.opaque")
+
+
+@pytest.mark.parametrize("name", [".wh..", "a/.wh..", ".wh."])
+def test_whiteout_of_dot_or_nothing_refused(target: Path, name: str) -> None:
+    with pytest.raises(InvalidArgument):
+        _apply(_tar(_entry("a", tarfile.DIRTYPE), _file(name, b"")), target)
+
+
+def test_dir_entry_replaces_symlink_so_later_files_land_inside(target: Path, outside: Path) -> None:
+    data = _tar(
+        _entry("evil", tarfile.SYMTYPE, str(outside)),
+        _entry("evil", tarfile.DIRTYPE),
+        _file("evil/victim", b"inside"),
+    )
+    _apply(data, target)
+    assert (outside / "victim").read_bytes() == b"original"
+    assert not (target / "evil").is_symlink()
+    assert (target / "evil/victim").read_bytes() == b"inside"
+
+
+def test_hardlink_to_symlink_links_the_symlink_not_its_target(target: Path, outside: Path) -> None:
+    data = _tar(_entry("s", tarfile.SYMTYPE, str(outside / "victim")), _entry("h", tarfile.LNKTYPE, "s"))
+    _apply(data, target)
+    assert os.path.islink(target / "h")
+    assert os.readlink(target / "h") == str(outside / "victim")
+    assert os.stat(outside / "victim").st_nlink == 1
+
+
+def test_hardlink_to_a_directory_is_a_400_not_a_crash(target: Path) -> None:
+    data = _tar(_entry("d", tarfile.DIRTYPE), _entry("h", tarfile.LNKTYPE, "d"))
+    with pytest.raises(InvalidArgument, match="cannot extract 'h'"):
+        _apply(data, target)
+
+
+def test_dotdot_in_symlink_target_is_data_only(target: Path, outside: Path) -> None:
+    """A symlink may say anything; it is stored, never followed by the extractor."""
+    link = "../../../../" + str(outside / "victim").lstrip("/")
+    _apply(_tar(_entry("l", tarfile.SYMTYPE, link), _file("l", b"replaced")), target)
+    assert (outside / "victim").read_bytes() == b"original"
+    assert (target / "l").read_bytes() == b"replaced"
+
+
+def test_layer_overlay_xattrs_are_dropped(target: Path) -> None:
+    """overlayfs acts on trusted.overlay.* (redirects, metacopy): only whiteouts may set them."""
+    d, _ = _entry("d", tarfile.DIRTYPE)
+    d.pax_headers = {
+        "SCHILY.xattr.trusted.overlay.redirect": "/etc",
+        "SCHILY.xattr.trusted.overlay.opaque": "y",
+        "SCHILY.xattr.user.kept": "1",
+    }
+    _apply(_tar((d, None)), target)
+    names = os.listxattr(target / "d")
+    assert "trusted.overlay.redirect" not in names
+    assert "trusted.overlay.opaque" not in names
+    assert os.getxattr(target / "d", "user.kept") == b"1"
+
+
+def test_setuid_setgid_and_devices_kept_as_dockerd_does_as_root(target: Path) -> None:
+    data = _tar(
+        _file("bin/suid", b"x", mode=0o4755, uid=0),
+        _file("bin/sgid", b"x", mode=0o2755, gid=42),
+        _entry("dev/sda", tarfile.BLKTYPE, mode=0o660, devmajor=8, devminor=0),
+    )
+    _apply(data, target)
+    assert stat.S_IMODE(os.stat(target / "bin/suid").st_mode) == 0o4755
+    assert stat.S_IMODE(os.stat(target / "bin/sgid").st_mode) == 0o2755
+    st = os.lstat(target / "dev/sda")
+    assert stat.S_ISBLK(st.st_mode) and os.major(st.st_rdev) == 8

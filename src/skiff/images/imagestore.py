@@ -6,9 +6,12 @@ exists once on disk however many images share it; the record and its tags are ro
 MetadataDB written in one transaction.
 
 Layer tars are NOT kept in the content store after import: that would double the disk used by
-every image. ``diff_tar`` regenerates a layer tar from its committed snapshot when one is
-needed (save/push); it is deterministic but not byte-identical to an arbitrary original tar,
-so a caller that needs the original digest must keep the blob itself.
+every image. Instead each committed layer keeps a small tar-split beside its snapshot
+(``tar-split.gz``, see :mod:`skiff.images.tarsplit`): the tar's headers and padding without the
+file contents, from which :meth:`ImageStore.exact_layer` rebuilds the imported tar byte for byte,
+so save/push give back the diff_id the image config names. A layer without a split (imported by
+an older skiff, or one that writes a path twice) falls back to ``diff_tar``, which is
+deterministic but reproduces the diff_id only for tars skiff wrote itself.
 
 Crash rule: blobs and snapshots are written before the metadata row that makes them part of an
 image; :meth:`ImageStore.recover` removes half-imported snapshots and layers no image uses.
@@ -17,32 +20,67 @@ image; :meth:`ImageStore.recover` removes half-imported snapshots and layers no 
 from __future__ import annotations
 
 import builtins
+import contextlib
+import hashlib
 import os
 import re
 import secrets
+import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from skiff.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from skiff.errors import AlreadyExists, Conflict, DataCorruption, InvalidArgument, NotFound
 from skiff.images.changes import apply_changes
 from skiff.images.layers import ApplyResult, apply_layer, diff_tar
 from skiff.images.oci import ConfigDocument, build_config, chain_id, chain_ids, parse_config
 from skiff.images.reference import normalize_tag, parse_reference
+from skiff.images.tarsplit import SplitRecorder, assemble, split_size
 from skiff.store.content import ContentStore
 from skiff.store.metadata import MetadataDB
 from skiff.store.snapshots import COMMITTED, OverlaySnapshotter
 from skiff.types.image import HistoryEntry, ImageConfig, ImageRecord
 
 EXTRACT_PREFIX = "extract-"
+TAR_SPLIT = "tar-split.gz"
+_CHUNK = 1 << 20
 _HEX_PREFIX_RE = re.compile(r"(?:sha256:)?([0-9a-f]{1,64})")
 _FULL_ID_RE = re.compile(r"(?:sha256:)?([0-9a-f]{64})")
 
 
 def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class LayerTar:
+    """A committed layer as the exact tar it was imported from: ``size`` bytes whose sha256 is ``diff_id``.
+
+    ``chunks()`` yields the bytes and checks the digest at the end (DataCorruption if a layer file
+    changed since the import): a consumer that streams them on sees the error before the end.
+    """
+
+    diff_id: str
+    size: int
+    chunks: Callable[[], Iterator[bytes]]
+
+
+def _verified(diff_id: str, size: int, source: Iterator[bytes]) -> Iterator[bytes]:
+    h = hashlib.sha256()
+    n = 0
+    for chunk in source:
+        h.update(chunk)
+        n += len(chunk)
+        if n > size:
+            break
+        yield chunk
+    if n != size or "sha256:" + h.hexdigest() != diff_id:
+        raise DataCorruption(
+            f"layer {diff_id} no longer matches its diff_id (a file of the layer changed on disk)"
+        )
 
 
 class ImageStore:
@@ -64,9 +102,20 @@ class ImageStore:
         key = EXTRACT_PREFIX + secrets.token_hex(16)
         self.snapshotter.prepare(key, parent_chain_id)
         try:
-            result = apply_layer(tar_stream, self.snapshotter.upper_dir(key))
+            split_path = self.snapshotter.sidecar(key, TAR_SPLIT)
+            partial = split_path.with_name(TAR_SPLIT + ".partial")
+            with open(partial, "wb") as split_file:
+                recorder = SplitRecorder(split_file)
+                result = apply_layer(tar_stream, self.snapshotter.upper_dir(key), recorder)
+                recorder.finish()
+            if recorder.broken:
+                partial.unlink()  # save/push fall back to diff_tar for this layer
+            else:
+                os.rename(partial, split_path)
             cid = chain_id(parent_chain_id, result.diff_id)
             if self.snapshotter.exists(cid):
+                if not recorder.broken:
+                    self._adopt_split(cid, split_path)
                 self.snapshotter.remove(key)
             else:
                 try:
@@ -80,6 +129,19 @@ class ImageStore:
                 self.snapshotter.remove(key)
             raise
         return result.diff_id, cid, result.size
+
+    def _adopt_split(self, chain: str, split_path: Path) -> None:
+        """Give an existing layer without a tar-split (an older import) the one just recorded.
+
+        Same chain ID means the same tar bytes on the same parents, so the split fits its files.
+        """
+        try:
+            target = self.snapshotter.sidecar(chain, TAR_SPLIT)
+        except NotFound:
+            return
+        if not target.exists():
+            with contextlib.suppress(OSError):
+                os.rename(split_path, target)
 
     def import_diff(self, upper: Path, parent_chain_id: str | None) -> tuple[str, str, int]:
         """Turn a directory of changes (a container's upper dir) into a layer on ``parent_chain_id``.
@@ -109,14 +171,52 @@ class ImageStore:
         return result
 
     def layer_tar(self, chain: str, out: BinaryIO) -> ApplyResult:
-        """Write committed layer ``chain`` as an uncompressed OCI layer tar (for save/push).
+        """Write committed layer ``chain`` as a fresh uncompressed OCI layer tar.
 
-        Regenerated from the snapshot (see the module docstring): deterministic, but its digest
-        may differ from the diff_id of the tar originally imported.
+        Regenerated from the snapshot: deterministic, but its digest may differ from the diff_id
+        of the tar originally imported; save/push use :meth:`exact_layer`.
         """
         if not self.has_layer(chain):
             raise NotFound(f"layer {chain}: not found")
         return diff_tar(self.snapshotter.upper_dir(chain), out)
+
+    def exact_layer(self, chain: str, diff_id: str, spool_dir: Path | None = None) -> LayerTar:
+        """The layer ``chain`` as the tar whose digest is ``diff_id`` (for save/push).
+
+        From the layer's tar-split when it has one (no copy is made). Otherwise the tar is
+        regenerated into a temp file (in ``spool_dir``, deleted when the chunks are consumed or
+        dropped); if that does not give ``diff_id`` the layer cannot be exported unchanged and
+        DataCorruption says so -- before any byte is handed out.
+        """
+        if not self.has_layer(chain):
+            raise NotFound(f"layer {chain}: not found")
+        split = self.snapshotter.sidecar(chain, TAR_SPLIT)
+        root = self.snapshotter.upper_dir(chain)
+        if split.exists():
+            size = split_size(split)
+            return LayerTar(diff_id, size, lambda: _verified(diff_id, size, assemble(split, root)))
+        spool = tempfile.TemporaryFile(dir=spool_dir)
+        try:
+            result = diff_tar(root, spool)
+            size = spool.tell()
+        except BaseException:
+            spool.close()
+            raise
+        if result.diff_id != diff_id:
+            spool.close()
+            raise DataCorruption(
+                f"layer {diff_id} cannot be exported byte for byte: it was imported without a "
+                f"tar-split (an older skiff) and a fresh tar of its files hashes to {result.diff_id}; "
+                "import or pull the image again to export it"
+            )
+
+        def chunks() -> Iterator[bytes]:
+            with spool:
+                spool.seek(0)
+                while chunk := spool.read(_CHUNK):
+                    yield chunk
+
+        return LayerTar(diff_id, size, lambda: _verified(diff_id, size, chunks()))
 
     def has_layer(self, chain: str) -> bool:
         """True if a committed layer with this chain ID exists."""
@@ -282,6 +382,10 @@ class ImageStore:
         except NotFound:
             pass
         return self._collect_layers(rec.chain_ids)
+
+    def collect_layers(self, candidates: Sequence[str]) -> builtins.list[str]:
+        """Remove the layers among ``candidates`` that no image or container uses (e.g. after a failed load)."""
+        return self._collect_layers(candidates)
 
     def _collect_layers(self, candidates: Sequence[str]) -> builtins.list[str]:
         used = {c for r in self.db.list_images() for c in r.chain_ids}

@@ -7,6 +7,16 @@ is refused (the layer is rejected), so a hostile tar cannot write outside ``targ
 
 OCI whiteouts become overlayfs whiteouts: ``.wh.<name>`` -> a 0/0 character device ``<name>``;
 ``.wh..wh..opq`` -> ``trusted.overlay.opaque=y`` on its directory. :func:`diff_tar` does the reverse.
+A layer's own ``trusted.overlay.*`` xattrs are dropped: overlayfs reads them (redirects, metacopy,
+opaque), so only the whiteout conversion above may set them.
+
+Everything else a tar can hold is kept, as dockerd does when it runs as root: owners, setuid and
+setgid bits, file capabilities, device nodes (a container reaches a device only through its
+cgroup's device rules, which deny these by default). A member the kernel refuses (a hard link to
+a directory, a name too long) rejects the layer with a 400, never a 500.
+
+With a :class:`~skiff.images.tarsplit.SplitRecorder`, :func:`apply_layer` also records what it
+takes to rebuild the tar byte for byte later (``save``/``push`` must reproduce the diff_id).
 """
 
 from __future__ import annotations
@@ -25,10 +35,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from skiff.errors import InvalidArgument
+from skiff.images.tarsplit import SplitRecorder
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_WHITEOUT = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
+OVERLAY_XATTR_PREFIX = "trusted.overlay."
+# Errors that say the host is in trouble, not the layer: reported as they are.
+_HOST_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOMEM})
 _CHUNK = 1 << 20
 
 
@@ -43,8 +57,9 @@ class ApplyResult:
 class _HashingReader:
     """Passes reads through and hashes every byte (the diff_id covers the whole stream)."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO, split: SplitRecorder | None = None) -> None:
         self._raw = raw
+        self._split = split
         self.hash = hashlib.sha256()
         self.count = 0
 
@@ -52,6 +67,8 @@ class _HashingReader:
         data = self._raw.read(n)
         self.hash.update(data)
         self.count += len(data)
+        if self._split is not None and data:
+            self._split.feed(data)
         return data
 
     def drain(self) -> None:
@@ -102,7 +119,8 @@ def _clean_name(name: str) -> list[str]:
 class _Extractor:
     """Holds the root dir fd and a cache of opened parent dirs for one extraction."""
 
-    def __init__(self, target: Path) -> None:
+    def __init__(self, target: Path, split: SplitRecorder | None = None) -> None:
+        self.split = split
         self.root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
         self.cache: dict[tuple[str, ...], int] = {}
         self.is_root = os.geteuid() == 0
@@ -151,6 +169,8 @@ class _Extractor:
             st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
         except FileNotFoundError:
             return
+        if self.split is not None:
+            self.split.removed(parts)
         if stat.S_ISDIR(st.st_mode):
             self.forget(parts)
             _rmtree_at(parent_fd, name)
@@ -176,7 +196,7 @@ def _set_attrs(ex: _Extractor, parent_fd: int, name: str, m: tarfile.TarInfo) ->
     if ex.is_root:
         os.chown(name, m.uid, m.gid, dir_fd=parent_fd, follow_symlinks=False)
     for key, value in m.pax_headers.items():
-        if key.startswith("SCHILY.xattr."):
+        if key.startswith("SCHILY.xattr.") and not key.startswith("SCHILY.xattr." + OVERLAY_XATTR_PREFIX):
             try:
                 os.setxattr(
                     f"/proc/self/fd/{parent_fd}/{name}",
@@ -230,6 +250,9 @@ def _extract_member(ex: _Extractor, tf: tarfile.TarFile, m: tarfile.TarInfo) -> 
     written = 0
     if m.isreg():
         fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent_fd)
+        if ex.split is not None and not m.issparse():
+            # Sparse members are stored packed; their bytes stay in the split as they are.
+            ex.split.content(m.offset_data, m.size, parts)
         try:
             src = tf.extractfile(m)
             assert src is not None
@@ -265,10 +288,13 @@ def _extract_member(ex: _Extractor, tf: tarfile.TarFile, m: tarfile.TarInfo) -> 
     return written
 
 
-def apply_layer(tar_stream: BinaryIO, target: Path) -> ApplyResult:
-    """Extract a (possibly compressed) layer tar into ``target`` safely; see the module docstring."""
-    hashing = _HashingReader(decompressed(tar_stream))
-    ex = _Extractor(target)
+def apply_layer(tar_stream: BinaryIO, target: Path, split: SplitRecorder | None = None) -> ApplyResult:
+    """Extract a (possibly compressed) layer tar into ``target`` safely; see the module docstring.
+
+    With ``split``, the uncompressed stream is recorded into it as well (the caller finishes it).
+    """
+    hashing = _HashingReader(decompressed(tar_stream), split)
+    ex = _Extractor(target, split)
     size = 0
     try:
         try:
@@ -281,7 +307,14 @@ def apply_layer(tar_stream: BinaryIO, target: Path) -> ApplyResult:
         if tf is not None:
             try:
                 for m in tf:
-                    size += _extract_member(ex, tf, m)
+                    try:
+                        size += _extract_member(ex, tf, m)
+                    except OSError as e:
+                        if e.errno in _HOST_ERRNOS:
+                            raise
+                        raise InvalidArgument(
+                            f"refusing layer: cannot extract {m.name!r}: {e.strerror or e}"
+                        ) from None
             except tarfile.TarError as e:
                 raise InvalidArgument(f"invalid layer tar: {e}") from None
             for parts, m in reversed(ex.dir_attrs):

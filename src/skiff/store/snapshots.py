@@ -232,6 +232,15 @@ class OverlaySnapshotter:
         """The snapshot's own fs dir: an active snapshot's overlay upper dir, or a committed layer."""
         return self._dir(self.stat(key).id) / "fs"
 
+    def sidecar(self, key: str, name: str) -> Path:
+        """A path beside the snapshot's fs dir for a file that lives and dies with the snapshot.
+
+        The image store keeps a layer's tar-split there. ``name`` must not be ``fs`` or ``work``.
+        """
+        if name in ("fs", "work") or "/" in name or name in ("", ".", ".."):
+            raise InvalidArgument(f"invalid sidecar name {name!r}")
+        return self._dir(self.stat(key).id) / name
+
     def usage(self, key: str) -> int:
         """Bytes of files in the snapshot's own fs dir (hard links counted once, dirs not counted)."""
         seen: set[int] = set()
