@@ -140,12 +140,12 @@ def qfilters(request: web.Request) -> dict[str, list[str]]:
 
 
 def create_app(engine: Engine) -> web.Application:
-    from skiff.api import containers, execs, images, networks, system, volumes
+    from skiff.api import build, containers, execs, images, networks, system, volumes
 
     app = web.Application(middlewares=[errors_middleware], client_max_size=1024**4)
     app[ENGINE_KEY] = engine
     app.on_response_prepare.append(_add_headers)
     routes = Routes(app)
-    for module in (system, containers, images, execs, networks, volumes):
+    for module in (system, containers, images, build, execs, networks, volumes):
         module.register(routes)
     return app

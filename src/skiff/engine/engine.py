@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from skiff.engine.build import BuildService
 from skiff.engine.containers import ContainerService
 from skiff.engine.events import EventBus
 from skiff.engine.execs import ExecService
@@ -68,6 +69,7 @@ class Engine:
         self.volumes = VolumeService(root=root, db=self.db, events=self.events)
         self.containers.volumes = self.volumes
         self.images = ImageService(self.image_store, self.containers, self.events)
+        self.builds = BuildService(root, self.db, self.image_store, self.images, self.containers)
         self.execs = ExecService(self.containers)
         self.health = HealthMonitor(self.containers, self.execs)
 
@@ -83,6 +85,7 @@ class Engine:
         await self.networks.start()
         await self.containers.recover()
         self.volumes.reconcile()
+        self.builds.recover()  # interrupted builds' snapshots go before the image store's GC
         self.image_store.recover()
 
     async def stop(self) -> None:

@@ -55,6 +55,13 @@ CREATE TABLE IF NOT EXISTS layers (
     diff_id TEXT NOT NULL,
     size INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS build_cache (
+    parent TEXT NOT NULL,
+    key TEXT NOT NULL,
+    image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    PRIMARY KEY (parent, key)
+);
+CREATE INDEX IF NOT EXISTS build_cache_image ON build_cache(image_id);
 """
 
 
@@ -102,6 +109,28 @@ class MetadataDB:
     def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
+
+    # -- build cache ---------------------------------------------------------------------------
+
+    def put_build_cache(self, parent: str, key: str, image_id: str) -> None:
+        """Remember that build step ``key`` on image ``parent`` ("" = scratch) made ``image_id``."""
+        with self._txn() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO build_cache (parent, key, image_id) VALUES (?, ?, ?)",
+                (parent, key, image_id),
+            )
+
+    def build_cache_get(self, parent: str, key: str) -> str | None:
+        """The image a cached step made (rows go with their image: ON DELETE CASCADE)."""
+        rows = self._query("SELECT image_id FROM build_cache WHERE parent = ? AND key = ?", (parent, key))
+        return str(rows[0][0]) if rows else None
+
+    def clear_build_cache(self) -> list[str]:
+        """Forget every cached step; returns the images the entries pointed at."""
+        with self._txn() as db:
+            ids = [str(r[0]) for r in db.execute("SELECT DISTINCT image_id FROM build_cache")]
+            db.execute("DELETE FROM build_cache")
+        return ids
 
     # -- images --------------------------------------------------------------------------------
 

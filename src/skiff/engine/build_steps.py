@@ -1,0 +1,312 @@
+"""The build steps that touch files: RUN in a real container, COPY/ADD/WORKDIR in a mounted root.
+
+Each returns the diff_id of the layer it made, or None when the step changed nothing (then
+the image gets an ``empty_layer`` history entry and no layer, as Docker does).
+
+RUN: a container of the current image is created by :class:`ContainerService` (the normal
+path: overlay snapshot, network, runc under conmon), attached before its start so no output
+is lost, waited for, and its snapshot's upper directory becomes the layer through
+``ImageStore.import_diff``. Mount points runc had to create (``/etc/hosts`` on an image
+without one, ``/proc``...) are not the command's doing and are dropped from the upper
+directory first, as Docker keeps them in a separate init layer.
+
+COPY/ADD/WORKDIR: an active snapshot of the current image is mounted in the job's directory,
+files are written into it with :mod:`skiff.build.fs` (paths resolved inside the root), it is
+unmounted and its upper directory imported the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import stat
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+from skiff.engine.containers import AttachRequest, ContainerService
+from skiff.errors import InvalidArgument, SkiffError
+from skiff.fs.scoped import resolve_in_root
+from skiff.images.imagestore import ImageStore
+from skiff.images.layers import OPAQUE_XATTR
+from skiff.runtime.user import resolve_groups, resolve_user
+from skiff.store.snapshots import OverlaySnapshotter, mount_all, unmount
+from skiff.types import ContainerSpec
+from skiff.types.image import ImageRecord
+
+T = TypeVar("T")
+SNAPSHOT_PREFIX = "build-"
+
+
+class StepFailed(SkiffError):
+    """A step failed in a way Docker reports with a code (RUN's exit status)."""
+
+    status = 500
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+async def finish_in_thread(fn: Callable[[], T]) -> T:
+    """Run ``fn`` in a thread and let it finish even if we are cancelled meanwhile.
+
+    The caller's cleanup (removing a snapshot the thread reads) must not race the thread.
+    """
+    task = asyncio.ensure_future(asyncio.to_thread(fn))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await task
+        raise
+
+
+class StepRunner:
+    """RUN containers and mounted-root file steps for the builder."""
+
+    def __init__(
+        self, store: ImageStore, snapshotter: OverlaySnapshotter, containers: ContainerService
+    ) -> None:
+        self.store = store
+        self.snapshotter = snapshotter
+        self.containers = containers
+
+    # -- RUN -----------------------------------------------------------------------------------
+
+    async def run(
+        self,
+        spec: ContainerSpec,
+        parent: ImageRecord,
+        on_start: Callable[[str], Awaitable[None]],
+        output: Callable[[int, bytes], Awaitable[None]],
+        remove: bool,
+        force_remove: bool,
+        on_remove: Callable[[str], Awaitable[None]],
+    ) -> str | None:
+        """Run ``spec`` to completion; the layer it made (None: nothing changed)."""
+        c = await self.containers.create(spec)
+        done = False
+        try:
+            await on_start(c.id)
+            # Attach before start (as `docker run` does), so the first bytes are not lost.
+            attach = AttachRequest()
+            self.containers._pending_attach.setdefault(c.id, []).append(attach)
+            exited = self.containers.wait_future(c.id, "next-exit")
+            try:
+                await self.containers.start(c.id)
+            except SkiffError as exc:
+                if not attach.stream.done():
+                    attach.stream.cancel()
+                code = await exited if exited.done() else 1
+                raise StepFailed(exc.message, code or 1) from exc
+            stream = await attach.stream
+            try:
+                while (item := await stream.read()) is not None:
+                    await output(*item)
+            finally:
+                stream.close()
+            code = await exited
+            # The exit handler still holds the container's lock while it releases the runtime
+            # and unmounts the root; the upper directory is ours once it lets go.
+            async with self.containers._lock(c.id):
+                pass
+            if code != 0:
+                argv = " ".join((*spec.entrypoint, *spec.cmd)).strip()
+                raise StepFailed(f"The command '{argv}' returned a non-zero code: {code}", code)
+            upper = self.snapshotter.upper_dir(c.id)
+            destinations = _mount_destinations(self.containers.bundle(c.id) / "config.json")
+            lowers = _lower_dirs(self.snapshotter, parent)
+            diff = await finish_in_thread(lambda: self._diff(upper, destinations, lowers, parent))
+            done = True
+            return diff
+        finally:
+            if (done and remove) or force_remove or (not done and _cancelled()):
+                with contextlib.suppress(SkiffError):
+                    await asyncio.shield(self.containers.remove(c.id, force=True, volumes=True))
+                if done:
+                    await on_remove(c.id)
+
+    def _diff(
+        self, upper: Path, destinations: list[str], lowers: list[Path], parent: ImageRecord
+    ) -> str | None:
+        drop_mount_points(upper, destinations, lowers)
+        if _is_empty(upper):
+            return None
+        diff_id, _, _ = self.store.import_diff(upper, self.store.top_layer(parent))
+        return diff_id
+
+    # -- file steps ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def view(self, workdir: Path, image: ImageRecord | None) -> Iterator[Path]:
+        """``image``'s files mounted read-only under ``workdir`` (an empty dir for none)."""
+        token = secrets.token_hex(8)
+        target = workdir / f"view-{token}"
+        target.mkdir()
+        top = self.store.top_layer(image) if image is not None else None
+        key = f"{SNAPSHOT_PREFIX}view-{token}"
+        try:
+            if top is None:
+                yield target
+                return
+            mounts = self.snapshotter.view(key, top)
+            try:
+                mount_all(mounts, target)
+                try:
+                    yield target
+                finally:
+                    unmount(target)
+            finally:
+                self.snapshotter.remove(key)
+        finally:
+            with contextlib.suppress(OSError):
+                target.rmdir()
+
+    def change(self, workdir: Path, parent: ImageRecord | None, fn: Callable[[Path], None]) -> str | None:
+        """Mount a writable snapshot of ``parent``, let ``fn`` change files, import the result."""
+        token = secrets.token_hex(8)
+        key = f"{SNAPSHOT_PREFIX}{token}"
+        target = workdir / f"root-{token}"
+        target.mkdir()
+        parent_chain = self.store.top_layer(parent) if parent is not None else None
+        try:
+            mounts = self.snapshotter.prepare(key, parent_chain)
+            try:
+                mount_all(mounts, target)
+                try:
+                    fn(target)
+                finally:
+                    unmount(target)
+                upper = self.snapshotter.upper_dir(key)
+                if _is_empty(upper):
+                    return None
+                diff_id, _, _ = self.store.import_diff(upper, parent_chain)
+                return diff_id
+            finally:
+                self.snapshotter.remove(key)
+        finally:
+            with contextlib.suppress(OSError):
+                target.rmdir()
+
+    def recover(self) -> None:
+        """Drop snapshots of builds interrupted by a crash."""
+        for info in list(self.snapshotter.walk()):
+            if info.key.startswith(SNAPSHOT_PREFIX) and info.kind != "committed":
+                with contextlib.suppress(SkiffError):
+                    self.snapshotter.remove(info.key)
+
+
+def _cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _is_empty(path: Path) -> bool:
+    with os.scandir(path) as it:
+        return next(it, None) is None
+
+
+def _mount_destinations(config_json: Path) -> list[str]:
+    try:
+        spec = json.loads(config_json.read_text())
+    except (OSError, ValueError):
+        return []
+    return [str(m.get("destination", "")) for m in spec.get("mounts", []) if m.get("destination")]
+
+
+def _lower_dirs(snapshotter: OverlaySnapshotter, image: ImageRecord) -> list[Path]:
+    """The layer directories under an image, top first (for "did this exist before?")."""
+    if not image.chain_ids:
+        return []
+    for m in snapshotter.mounts(image.chain_ids[-1]):
+        for option in m.options:
+            if option.startswith("lowerdir="):
+                return [Path(p) for p in option[len("lowerdir=") :].split(":")]
+        if m.type == "bind":
+            return [Path(m.source)]
+    return []
+
+
+def _lower_stat(lowers: list[Path], rel: str) -> os.stat_result | None:
+    for lower in lowers:
+        with contextlib.suppress(OSError):
+            return os.lstat(lower / rel)
+    return None
+
+
+def drop_mount_points(upper: Path, destinations: list[str], lowers: list[Path]) -> None:
+    """Remove what runc created in ``upper`` to mount over (and parents only it needed).
+
+    An entry goes when it is an empty file or directory at a mount destination that the image
+    did not have; a parent directory goes when it is left empty, is not opaque, and either
+    the image did not have it or has it with the same owner and mode (a copy-up made only to
+    create the mount point). Anything the command itself changed stays.
+    """
+    for destination in sorted(set(destinations), key=len, reverse=True):
+        parts = [p for p in destination.split("/") if p and p not in (".", "..")]
+        if not parts:
+            continue
+        rel = "/".join(parts)
+        path = upper / rel
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if _lower_stat(lowers, rel) is not None:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+            path.unlink()
+        elif stat.S_ISDIR(st.st_mode) and _is_empty(path):
+            path.rmdir()
+        else:
+            continue
+        while len(parts) > 1:
+            parts.pop()
+            rel = "/".join(parts)
+            path = upper / rel
+            try:
+                st = os.lstat(path)
+            except OSError:
+                break
+            if not stat.S_ISDIR(st.st_mode) or not _is_empty(path) or _opaque(path):
+                break
+            below = _lower_stat(lowers, rel)
+            if below is not None and (
+                below.st_mode != st.st_mode or below.st_uid != st.st_uid or below.st_gid != st.st_gid
+            ):
+                break
+            path.rmdir()
+
+
+def _opaque(path: Path) -> bool:
+    try:
+        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def resolve_chown(root: Path, spec: str) -> tuple[int, int]:
+    """``--chown=user[:group]`` against the image's own passwd and group files.
+
+    Docker's rule: without a group, the user string is also looked up as the group.
+    """
+    user, _, group = spec.partition(":")
+    if not user:
+        raise InvalidArgument(f"invalid --chown value {spec!r}: no user")
+    try:
+        uid = resolve_user(root, user)[0]
+        gid = resolve_groups(root, [group or user])[0]
+    except InvalidArgument as exc:
+        raise InvalidArgument(
+            f"unable to convert uid/gid chown string to host mapping: {exc.message}"
+        ) from None
+    return uid, gid
+
+
+def exists_dir(root: Path, path: str) -> bool:
+    """True if ``path`` is a directory in the mounted root ``root``."""
+    return resolve_in_root(root, path).is_dir()
