@@ -17,7 +17,12 @@ from skiff.errors import InvalidArgument, NotFound, SkiffError
 async def list_images(request: web.Request) -> web.Response:
     engine = engine_of(request)
     filters = qfilters(request)
-    images = [i for i in engine.images.list() if image_matches(i, filters)]
+    every = engine.images.list()
+    images = [i for i in every if image_matches(i, filters)]
+    if not qbool(request, "all"):
+        # As dockerd: untagged images under another image (a build's steps) only with all=1.
+        parents = {i.parent for i in every if i.parent}
+        images = [i for i in images if i.repo_tags or i.repo_digests or i.id not in parents]
     counts: dict[str, int] = {}
     for c in engine.containers.list():
         counts[c.image_id] = counts.get(c.image_id, 0) + 1
@@ -42,7 +47,9 @@ async def tag(request: web.Request) -> web.Response:
 
 
 async def remove(request: web.Request) -> web.Response:
-    result = engine_of(request).images.remove(request.match_info["name"], force=qbool(request, "force"))
+    result = engine_of(request).images.remove(
+        request.match_info["name"], force=qbool(request, "force"), prune=not qbool(request, "noprune")
+    )
     return web.json_response(result)
 
 

@@ -81,6 +81,27 @@ class ImageService:
         self.store.delete(image.id)
         self.events.publish("image", "delete", image.id)
         out.append({"Deleted": image.id})
+        if prune:
+            out.extend(self._prune_parents(image.parent))
+        return out
+
+    def _children(self, image_id: str) -> bool:
+        return any(i.parent == image_id for i in self.store.list())
+
+    def _prune_parents(self, parent_id: str) -> builtins.list[dict[str, str]]:
+        """As ``docker rmi``: untagged parents (a build's step images) nothing else uses go too."""
+        out: builtins.list[dict[str, str]] = []
+        while parent_id:
+            try:
+                parent = self.store.get(parent_id)
+            except NotFound:
+                break
+            if parent.repo_tags or parent.repo_digests or self._users(parent.id) or self._children(parent.id):
+                break
+            self.store.delete(parent.id)
+            self.events.publish("image", "delete", parent.id)
+            out.append({"Deleted": parent.id})
+            parent_id = parent.parent
         return out
 
     def prune(
@@ -89,9 +110,13 @@ class ImageService:
         used = {c.image_id for c in self.containers.list()}
         deleted: builtins.list[dict[str, str]] = []
         reclaimed = 0
-        for image in self.store.list():
+        images = self.store.list()
+        parents = {i.parent for i in images if i.parent}
+        for image in images:
             if image.id in used or (dangling_only and image.repo_tags) or (keep and keep(image)):
                 continue
+            if dangling_only and image.id in parents:
+                continue  # a step image under another image: it goes with that image (Docker's heads)
             try:
                 deleted.extend(self.remove(image.id, force=True))
                 reclaimed += image.size
