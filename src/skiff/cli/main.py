@@ -56,9 +56,31 @@ def cli(
 
 def _register() -> None:
     # Imported here so each command module can import ``cli`` helpers without a cycle.
-    from skiff.cli import containers, exec_logs, images, lifecycle, networks, query, stats, system, volumes
+    from skiff.cli import (
+        archive,
+        containers,
+        exec_logs,
+        images,
+        lifecycle,
+        networks,
+        query,
+        stats,
+        system,
+        volumes,
+    )
 
-    for module in (containers, lifecycle, exec_logs, query, stats, images, networks, volumes, system):
+    for module in (
+        containers,
+        lifecycle,
+        exec_logs,
+        query,
+        stats,
+        images,
+        archive,
+        networks,
+        volumes,
+        system,
+    ):
         module.register(cli)
 
 

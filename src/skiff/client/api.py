@@ -12,6 +12,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import IO, Any, TypeVar
 
+import requests.exceptions
+
 from skiff.client.errors import mapped_errors, stream_error
 from skiff.client.streams import HijackedStream
 
@@ -359,6 +361,27 @@ class Client:
             params["changes"] = changes
         headers = {"Content-Type": "application/tar"}
         url = self._url("/images/create")
+        return self._stream_json("POST", url, params=params, data=source, headers=headers, timeout=None)
+
+    def save_images(self, names: list[str], fmt: str = "docker") -> Iterator[bytes]:
+        """``GET /images/get?names=..``: the archive's bytes, in chunks (``fmt="oci"`` is skiff-only)."""
+        params: dict[str, Any] = {"names": names}
+        if fmt != "docker":
+            params["format"] = fmt
+        with mapped_errors(self.host):
+            resp = self._api.get(self._url("/images/get"), params=params, stream=True, timeout=None)
+            self._api._raise_for_status(resp)
+            try:
+                yield from resp.iter_content(chunk_size=1 << 20)
+            except requests.exceptions.ChunkedEncodingError as exc:
+                # The daemon cuts the stream when it cannot finish the archive (see its log).
+                raise stream_error(f"the archive stream was cut short by the daemon: {exc}") from None
+
+    def load_images(self, source: IO[bytes] | Iterator[bytes], quiet: bool = False) -> Iterator[JSONDict]:
+        """``POST /images/load`` with an archive body: progress and ``Loaded image`` messages."""
+        headers = {"Content-Type": "application/x-tar"}
+        url = self._url("/images/load")
+        params = {"quiet": "1" if quiet else "0"}
         return self._stream_json("POST", url, params=params, data=source, headers=headers, timeout=None)
 
     def bootstrap_image(self, name: str, tag: str | None = None) -> Iterator[JSONDict]:

@@ -1,18 +1,82 @@
-"""ImageService: images as users see them — tags, removal rules, prune, import, bootstrap."""
+"""ImageService: images as users see them — tags, removal rules, prune, import, save/load, bootstrap."""
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import Callable, Sequence
-from typing import BinaryIO
+import logging
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import IO, BinaryIO
 
 from skiff.engine.containers import ContainerService
 from skiff.engine.events import EventBus
 from skiff.errors import Conflict, NotFound
+from skiff.images import archive, archive_load
+from skiff.images.archive import SavePlan
+from skiff.images.archive_load import ImageLoaded, LoadEvent
 from skiff.images.imagestore import ImageStore
 from skiff.images.reference import parse_reference
 from skiff.types import ImageRecord
+
+log = logging.getLogger("skiff.images")
+_SAVE_CHUNK = 1 << 20
+_SAVE_QUEUE = 4  # chunks in flight between the writer thread and the HTTP response
+
+
+class _ChunkPipe:
+    """Bytes written by a worker thread, read as async chunks; the writer blocks when the reader lags.
+
+    The worker is a plain thread, not the default executor: a slow client must not hold an
+    executor slot that other requests need, and the reader never waits on the executor.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+        self._slots = threading.Semaphore(_SAVE_QUEUE)
+        self._buf = bytearray()
+        self._cancelled = False
+
+    # worker side
+    def write(self, data: bytes) -> int:
+        self._buf += data
+        if len(self._buf) >= _SAVE_CHUNK:
+            self._put(bytes(self._buf))
+            self._buf.clear()
+        return len(data)
+
+    def _put(self, item: bytes | BaseException | None) -> None:
+        self._slots.acquire()
+        if self._cancelled:
+            raise BrokenPipeError("the client went away")
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+    def finish(self, error: BaseException | None) -> None:
+        try:
+            if error is None and self._buf:
+                self._put(bytes(self._buf))
+            self._put(error)
+        except (BrokenPipeError, RuntimeError):
+            pass  # the reader is gone (or the loop closed): nobody to tell
+
+    # reader side
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            while True:
+                item = await self._queue.get()
+                self._slots.release()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self._cancelled = True
+            for _ in range(_SAVE_QUEUE + 1):
+                self._slots.release()  # unblock a writer waiting for a slot: it sees the cancel
 
 
 class ImageService:
@@ -22,6 +86,9 @@ class ImageService:
         self.store = store
         self.containers = containers
         self.events = events
+        # Temp files (spooled archives, regenerated layers) go next to the content store: same
+        # disk as the images, and opened unlinked, so a crash leaves nothing behind.
+        self.spool_dir: Path = store.content.root / "ingest"
 
     def get(self, ref: str) -> ImageRecord:
         return self.store.get(ref)
@@ -135,6 +202,79 @@ class ImageService:
         if repo_tag:
             self.events.publish("image", "tag", image.id, name=parse_reference(repo_tag).familiar())
         return image
+
+    # -- save / load ------------------------------------------------------------------------------
+
+    async def plan_save(self, names: Sequence[str], fmt: str = "docker") -> SavePlan:
+        """Resolve what ``docker save NAMES`` writes; NotFound and friends surface here, before any byte."""
+        return await asyncio.to_thread(archive.plan_save, self.store, names, fmt, self.spool_dir)
+
+    async def save(self, plan: SavePlan) -> AsyncIterator[bytes]:
+        """The archive for ``plan``, streamed: a writer thread fills a bounded pipe.
+
+        An error after the first chunk (a layer file changed on disk) is raised from the
+        iteration; the caller can only cut the stream, as dockerd does.
+        """
+        pipe = _ChunkPipe(asyncio.get_running_loop())
+
+        def work() -> None:
+            error: BaseException | None = None
+            try:
+                archive.write_archive(plan, pipe)  # type: ignore[arg-type]  # write() is all it uses
+            except BrokenPipeError:
+                return
+            except BaseException as e:  # handed to the reader
+                error = e
+            pipe.finish(error)
+
+        threading.Thread(target=work, name="skiff-save", daemon=True).start()
+        async for chunk in pipe.chunks():
+            yield chunk
+        for img in plan.images:
+            self.events.publish("image", "save", img.record.id, name=img.record.id)  # as dockerd
+
+    def spool(self) -> IO[bytes]:
+        """A temp file on the images' disk for a request body (unlinked: gone after a crash)."""
+        return tempfile.TemporaryFile(dir=self.spool_dir)
+
+    async def load(self, body: BinaryIO) -> AsyncIterator[LoadEvent]:
+        """``docker load``: progress and loaded images as they happen (events ``load`` and ``tag``).
+
+        The work runs in its own thread and completes even if the caller stops listening.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[LoadEvent | BaseException | None] = asyncio.Queue()
+
+        def emit(event: LoadEvent) -> None:
+            if isinstance(event, ImageLoaded):
+                loop.call_soon_threadsafe(self._loaded, event)
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        def work() -> None:
+            result: BaseException | None = None
+            try:
+                with archive_load.opened_archive(body, self.spool_dir) as spooled:
+                    archive_load.load_archive(self.store, spooled, emit)
+            except BaseException as e:  # handed to the reader
+                result = e
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, result)
+            except RuntimeError:
+                pass  # the loop is gone (daemon shutting down)
+
+        threading.Thread(target=work, name="skiff-load", daemon=True).start()
+        while True:
+            item = await queue.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def _loaded(self, event: ImageLoaded) -> None:
+        self.events.publish("image", "load", event.id, name=event.id)  # as dockerd
+        for tag in event.tags:
+            self.events.publish("image", "tag", event.id, name=tag)
 
     async def bootstrap(self, name: str, tag: str | None) -> ImageRecord:
         from skiff.images import bootstrap
