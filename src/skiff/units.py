@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 
@@ -83,3 +84,17 @@ def parse_rfc3339(text: str) -> float | None:
 def go_time(timestamp: float) -> str:
     """Go's ``time.Unix(t).String()`` in UTC: ``2024-01-02 15:04:05 +0000 UTC``."""
     return datetime.fromtimestamp(int(timestamp), UTC).strftime("%Y-%m-%d %H:%M:%S +0000 UTC")
+
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([kKmMgGtTpP])?[iI]?[bB]?$")
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def parse_size(value: str) -> int:
+    """docker's RAMInBytes: ``64m``, ``1g``, ``512k``, ``100b``, ``1.5g`` (1024-based)."""
+    from skiff.errors import InvalidArgument
+
+    m = _SIZE.match(value.strip())
+    if not m:
+        raise InvalidArgument(f"invalid size: {value!r} (use a number with an optional unit: b, k, m, g)")
+    return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])

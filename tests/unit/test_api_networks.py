@@ -58,6 +58,7 @@ USER = NetworkRecord(
     ip_range="10.213.5.128/25",
     labels={"team": "web"},
     bridge="sk-c0ffee111111",
+    ipam_options={},  # as the docker CLI creates it
 )
 NETWORKS = {n.name: n for n in (BRIDGE, HOST, USER)}
 CID = "a" * 64
@@ -218,6 +219,24 @@ def test_network_json_shape() -> None:
     assert body["Containers"] == {} and body["Labels"] == {"team": "web"}
     host = network_json(HOST)
     assert host["Driver"] == "host" and host["IPAM"] == {"Driver": "default", "Options": None, "Config": []}
+    # docker-py sends no IPAM options: dockerd echoes null; auxiliary addresses show in the config
+    aux = replace(USER, ipam_options=None, aux_addresses={"a": "10.213.5.5"})
+    assert network_json(aux)["IPAM"]["Options"] is None
+    assert network_json(aux)["IPAM"]["Config"][0]["AuxiliaryAddresses"] == {"a": "10.213.5.5"}
+
+
+def test_auxiliary_addresses_and_ipam_options_are_parsed() -> None:
+    req = network_create_from_json(
+        {
+            "Name": "n",
+            "IPAM": {"Config": [{"Subnet": "10.213.7.0/24", "AuxiliaryAddresses": {"a": "10.213.7.5"}}]},
+        }
+    )
+    assert req.aux_addresses == {"a": "10.213.7.5"} and req.ipam_options is None
+    with pytest.raises(InvalidArgument, match="auxiliary address"):
+        network_create_from_json(
+            {"Name": "n", "IPAM": {"Config": [{"Subnet": "10.213.7.0/24", "AuxiliaryAddresses": {"a": "x"}}]}}
+        )
 
 
 def test_network_json_lists_running_endpoints_only() -> None:
@@ -627,6 +646,8 @@ def test_route_create() -> None:
         "attachable": False,
         "labels": {"a": "b"},
         "options": {"com.docker.network.bridge.name": "sk-test"},
+        "aux_addresses": {},
+        "ipam_options": {},
     }
     status, body, _ = _call(engine, "POST", "/networks/create", json={"Name": "v6", "EnableIPv6": True})
     assert status == 400 and "IPv6" in body["message"]

@@ -16,8 +16,8 @@ from skiff.api.convert import spec_from_create, update_host_config
 from skiff.api.filters import check_container_filters, container_matches
 from skiff.api.render import container_inspect, container_summary, parse_time
 from skiff.api.stats import stats_json
-from skiff.api.streams import STDERR, STDOUT, RawConnection, frame, hijack
-from skiff.errors import Conflict, InvalidArgument, SkiffError
+from skiff.api.streams import STDERR, STDOUT, EscapeProxy, RawConnection, frame, hijack, parse_detach_keys
+from skiff.errors import Conflict, InvalidArgument, NotFound, SkiffError
 from skiff.runtime.cgroups import list_pids, top
 from skiff.runtime.logs import follow_log, iter_log
 
@@ -121,6 +121,14 @@ async def remove(request: web.Request) -> web.Response:
     await engine_of(request).containers.remove(
         request.match_info["id"], force=qbool(request, "force"), volumes=qbool(request, "v")
     )
+    return web.Response(status=204)
+
+
+async def remove_link(request: web.Request) -> web.Response:
+    """``DELETE /containers/PARENT/ALIAS?link=1``: the legacy link's name has a slash."""
+    if not qbool(request, "link"):
+        raise NotFound(f"No such container: {request.match_info['id']}/{request.match_info['alias']}")
+    await engine_of(request).containers.remove_link(request.match_info["id"], request.match_info["alias"])
     return web.Response(status=204)
 
 
@@ -254,6 +262,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
     want_stdin = qbool(request, "stdin")
     want_out, want_err = qbool(request, "stdout"), qbool(request, "stderr")
     tty = c.spec.tty
+    escape = EscapeProxy(parse_detach_keys(request.query.get("detachKeys", ""))) if tty else None
     response, raw = await hijack(request, multiplexed=not tty)
 
     async def send(stream: int, data: bytes) -> bool:
@@ -269,7 +278,11 @@ async def attach(request: web.Request) -> web.StreamResponse:
                     await send(STDERR if line.stream == "stderr" else STDOUT, line.data)
         if qbool(request, "stream"):
             attached = await engine.containers.attach(c.id)
-            await pump(raw, attached, send, want_stdin, close_stdin=c.spec.stdin_once)
+            try:
+                await pump(raw, attached, send, want_stdin, close_stdin=c.spec.stdin_once, escape=escape)
+            finally:
+                with contextlib.suppress(SkiffError, OSError):
+                    attached.close()
     except SkiffError as exc:
         await raw.write(exc.message.encode() if tty else frame(3, exc.message.encode()))
     finally:
@@ -292,8 +305,14 @@ async def pump(
     send: Callable[[int, bytes], Awaitable[bool]],
     want_stdin: bool,
     close_stdin: bool = True,
-) -> None:
-    """Copy output to the client and the client's input to the process until output ends."""
+    escape: EscapeProxy | None = None,
+) -> bool:
+    """Copy output to the client and the client's input to the process until output ends.
+
+    With ``escape`` (TTY sessions), the client's detach sequence ends the session early:
+    returns True then, and the caller decides what happens to the process's output.
+    """
+    detached = asyncio.Event()
 
     async def client_to_process() -> None:
         while True:
@@ -303,25 +322,39 @@ async def pump(
                     with contextlib.suppress(SkiffError, OSError):
                         attached.close_stdin()
                 return
-            if want_stdin:
+            if not want_stdin:
+                continue
+            hit = False
+            if escape is not None:
+                data, hit = escape.feed(data)
+            if data:
                 with contextlib.suppress(SkiffError, OSError):
                     await attached.write(data)
+            if hit:
+                detached.set()
+                return
 
-    reader = asyncio.create_task(client_to_process())
-    try:
+    async def process_to_client() -> None:
         while True:
             item = await attached.read()
             if item is None:
-                break
+                return
             stream, data = item
             if not await send(stream, data):
-                break
+                return
+
+    reader = asyncio.create_task(client_to_process())
+    writer = asyncio.create_task(process_to_client())
+    detach_wait = asyncio.create_task(detached.wait())
+    try:
+        await asyncio.wait({writer, detach_wait}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await reader
-        with contextlib.suppress(SkiffError, OSError):
-            attached.close()
+        for task in (reader, writer, detach_wait):
+            task.cancel()
+        for task in (reader, writer, detach_wait):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    return detached.is_set()
 
 
 async def prune(request: web.Request) -> web.Response:
@@ -357,3 +390,4 @@ def register(routes: Routes) -> None:
     routes.add("POST", "/containers/{id}/wait", wait)
     routes.add("POST", "/containers/{id}/attach", attach)
     routes.add("DELETE", "/containers/{id}", remove)
+    routes.add("DELETE", "/containers/{id}/{alias}", remove_link)

@@ -18,6 +18,7 @@ from skiff.types import (
     ThrottleDevice,
     Ulimit,
 )
+from skiff.units import parse_size
 
 JSON = dict[str, Any]
 
@@ -143,11 +144,19 @@ def endpoint_config_from_json(value: Any, field: str = "EndpointConfig") -> Endp
             raise InvalidArgument(f"invalid IPv4 address: {ipv4}") from None
     if _str(ipam.get("IPv6Address"), f"{field}.IPAMConfig.IPv6Address"):
         raise InvalidArgument("IPv6 addresses are not supported: skiff networks are IPv4 only")
+    link_local = _strs(ipam.get("LinkLocalIPs"), f"{field}.IPAMConfig.LinkLocalIPs")
+    for ip in link_local:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise InvalidArgument(f"invalid link-local IP address: {ip}") from None
     return EndpointConfig(
         aliases=_strs(ep.get("Aliases"), f"{field}.Aliases"),
         ipv4_address=ipv4,
         links=tuple(_link(v) for v in _strs(ep.get("Links"), f"{field}.Links")),
         mac_address=_mac(ep.get("MacAddress"), f"{field}.MacAddress"),
+        driver_opts=_map(ep.get("DriverOpts"), f"{field}.DriverOpts"),
+        link_local_ips=link_local,
     )
 
 
@@ -223,6 +232,35 @@ def console_size(value: Any) -> tuple[int, int]:
     return (height, width)
 
 
+_DEVICE_RULE = re.compile(r"^([acb]) ([0-9]+|\*):([0-9]+|\*) ([rwm]{1,3})$")
+# Log drivers skiffd accepts: every one writes conmon's k8s-file log, which `logs` reads;
+# "none" keeps nothing. Options follow Docker's json-file driver.
+LOG_DRIVERS = ("json-file", "k8s-file", "local", "none")
+_LOG_OPTS = {
+    "max-size",
+    "max-file",
+    "compress",
+    "labels",
+    "labels-regex",
+    "env",
+    "env-regex",
+    "tag",
+    "mode",
+    "max-buffer-size",
+}
+
+
+def check_log_config(log_type: str, options: dict[str, str]) -> None:
+    if log_type not in LOG_DRIVERS:
+        raise InvalidArgument(f"logger: no log driver named '{log_type}' is registered")
+    for key in options:
+        if key not in _LOG_OPTS:
+            raise InvalidArgument(f"unknown log opt '{key}' for {log_type} log driver")
+    size = options.get("max-size")
+    if size:
+        parse_size(size)
+
+
 def host_config_from_json(body: JSON) -> HostConfig:
     h = body
     policy = _obj(h.get("RestartPolicy"), "RestartPolicy")
@@ -245,6 +283,17 @@ def host_config_from_json(body: JSON) -> HostConfig:
     )
     masked = h.get("MaskedPaths")
     readonly = h.get("ReadonlyPaths")
+    log = _obj(h.get("LogConfig"), "LogConfig")
+    log_type = _str(log.get("Type"), "LogConfig.Type") or "json-file"
+    log_options = _map(log.get("Config"), "LogConfig.Config")
+    check_log_config(log_type, log_options)
+    cgroupns = _str(h.get("CgroupnsMode"), "CgroupnsMode")
+    if cgroupns not in ("", "host", "private"):
+        raise InvalidArgument(f"invalid cgroup namespace mode: {cgroupns}")
+    rules = _strs(h.get("DeviceCgroupRules"), "DeviceCgroupRules")
+    for rule in rules:
+        if not _DEVICE_RULE.match(rule):
+            raise InvalidArgument(f"invalid device cgroup rule format: '{rule}'")
     return HostConfig(
         memory=_int(h.get("Memory"), "Memory"),
         memory_swap=_int(h.get("MemorySwap"), "MemorySwap"),
@@ -297,6 +346,12 @@ def host_config_from_json(body: JSON) -> HostConfig:
         console_size=console_size(h.get("ConsoleSize")),
         masked_paths=None if masked is None else _strs(masked, "MaskedPaths"),
         readonly_paths=None if readonly is None else _strs(readonly, "ReadonlyPaths"),
+        log_type=log_type,
+        log_options=log_options,
+        cgroupns_mode=cgroupns,
+        device_cgroup_rules=rules,
+        isolation=_str(h.get("Isolation"), "Isolation"),
+        volume_driver=_str(h.get("VolumeDriver"), "VolumeDriver"),
     )
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from aiohttp import web
 
 from skiff.api.app import Routes, engine_of, qint, read_json
-from skiff.api.containers import pump
+from skiff.api.containers import ProcessStream, pump
 from skiff.api.convert import _bool, _str, _strs, console_size
-from skiff.api.streams import STDERR, STDOUT, frame, hijack
+from skiff.api.streams import STDERR, STDOUT, EscapeProxy, frame, hijack, parse_detach_keys
 from skiff.engine.model import ExecConfig
 from skiff.errors import InvalidArgument, SkiffError
 
@@ -16,6 +19,7 @@ async def create(request: web.Request) -> web.Response:
     body = await read_json(request, default={})
     if not isinstance(body, dict):
         raise InvalidArgument("invalid JSON: the request body must be a JSON object")
+    parse_detach_keys(_str(body.get("DetachKeys", body.get("detachKeys")), "DetachKeys"))  # 400 when invalid
     config = ExecConfig(
         id="",
         container_id="",
@@ -28,7 +32,7 @@ async def create(request: web.Request) -> web.Response:
         user=_str(body.get("User"), "User"),
         working_dir=_str(body.get("WorkingDir"), "WorkingDir"),
         privileged=_bool(body.get("Privileged")),
-        detach_keys=_str(body.get("DetachKeys"), "DetachKeys"),
+        detach_keys=_str(body.get("DetachKeys", body.get("detachKeys")), "DetachKeys"),
         console_size=console_size(body.get("ConsoleSize")),
     )
     created = engine_of(request).execs.create(request.match_info["id"], config)
@@ -42,9 +46,11 @@ async def start(request: web.Request) -> web.StreamResponse:
         raise InvalidArgument("invalid JSON: the request body must be a JSON object")
     state = engine.execs.get(request.match_info["id"])
     detach = _bool(body.get("Detach"))
-    tty = _bool(body.get("Tty")) or state.config.tty
+    # Framing follows the start request's Tty, as in dockerd (docker-py asks for frames from an
+    # exec created with a TTY); the process gets a TTY when it was created with one.
+    tty = _bool(body.get("Tty"))
     if detach:
-        await engine.execs.start(state.config.id, tty=tty, detach=True)
+        await engine.execs.start(state.config.id, detach=True)
         return web.Response(status=200)
     # Check what can fail with a proper status first; the process starts only after the
     # upgrade, as in dockerd: output queued before the 101 head could share its read and
@@ -59,14 +65,32 @@ async def start(request: web.Request) -> web.StreamResponse:
         return await raw.write(data if tty else frame(stream, data))
 
     try:
-        process = await engine.execs.start(state.config.id, tty=tty, detach=False)
-        await pump(raw, process, send, cfg.attach_stdin)
+        process = await engine.execs.start(state.config.id, tty=cfg.tty, detach=False)
+        escape = EscapeProxy(parse_detach_keys(cfg.detach_keys)) if cfg.tty else None
+        if await pump(raw, process, send, cfg.attach_stdin, escape=escape):
+            # Detached: the process runs on; its output is drained so it never blocks on a full pty.
+            task = asyncio.get_running_loop().create_task(_drain(process))
+            _DRAINING.add(task)
+            task.add_done_callback(_DRAINING.discard)
+            return response
+        process.close()
         await engine.execs.wait(cfg.id)
     except SkiffError as exc:
         await raw.write(exc.message.encode() if tty else frame(3, exc.message.encode()))
     finally:
         raw.close()
     return response
+
+
+_DRAINING: set[asyncio.Task[None]] = set()
+
+
+async def _drain(process: ProcessStream) -> None:
+    with contextlib.suppress(Exception):
+        while await process.read() is not None:
+            pass
+    with contextlib.suppress(Exception):
+        process.close()
 
 
 async def inspect(request: web.Request) -> web.Response:

@@ -36,6 +36,8 @@ class NetworkCreate:
     attachable: bool = False
     labels: dict[str, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
+    aux_addresses: dict[str, str] = field(default_factory=dict)
+    ipam_options: dict[str, str] | None = None
 
 
 def _str(body: JSON, key: str) -> str:
@@ -105,6 +107,7 @@ def network_create_from_json(body: Any) -> NetworkCreate:
     if len(configs) > 1:
         raise InvalidArgument("only one IPAM config (one IPv4 subnet) per network is supported")
     subnet = gateway = ip_range = ""
+    aux: dict[str, str] = {}
     if configs:
         config = _obj(configs[0], "IPAM.Config")
         subnet, gateway, ip_range = _str(config, "Subnet"), _str(config, "Gateway"), _str(config, "IPRange")
@@ -116,8 +119,12 @@ def network_create_from_json(body: Any) -> NetworkCreate:
             _check_ipv4(ip_range, "ip-range", network=True)
         if gateway:
             _check_ipv4(gateway, "gateway")
-        if _map(config, "AuxiliaryAddresses"):
-            raise InvalidArgument("auxiliary addresses are not supported")
+        aux = _map(config, "AuxiliaryAddresses")
+        if aux and not subnet:
+            raise InvalidArgument("every auxiliary address must have a corresponding subnet")
+        for value in aux.values():
+            _check_ipv4(value, "auxiliary address")
+    ipam_options = ipam.get("Options")
     return NetworkCreate(
         name=name,
         driver=driver,
@@ -128,6 +135,8 @@ def network_create_from_json(body: Any) -> NetworkCreate:
         attachable=bool(body.get("Attachable")),
         labels=_map(body, "Labels"),
         options=_map(body, "Options"),
+        aux_addresses=aux,
+        ipam_options=None if ipam_options is None else _map(ipam, "Options"),
     )
 
 
@@ -152,6 +161,8 @@ def network_json(rec: NetworkRecord, attached: list[tuple[Container, Endpoint | 
             entry["IPRange"] = rec.ip_range
         if rec.gateway:
             entry["Gateway"] = rec.gateway
+        if rec.aux_addresses:
+            entry["AuxiliaryAddresses"] = dict(rec.aux_addresses)
         config.append(entry)
     containers = {c.id: endpoint_resource(c, ep) for c, ep in attached or [] if ep is not None}
     return {
@@ -161,7 +172,11 @@ def network_json(rec: NetworkRecord, attached: list[tuple[Container, Endpoint | 
         "Scope": "local",
         "Driver": rec.driver,
         "EnableIPv6": False,
-        "IPAM": {"Driver": "default", "Options": None if rec.builtin else {}, "Config": config},
+        "IPAM": {
+            "Driver": "default",
+            "Options": None if rec.builtin or rec.ipam_options is None else dict(rec.ipam_options),
+            "Config": config,
+        },
         "Internal": rec.internal,
         "Attachable": rec.attachable,
         "Ingress": False,
@@ -209,6 +224,8 @@ async def create(request: web.Request) -> web.Response:
         attachable=req.attachable,
         labels=req.labels,
         options=req.options,
+        aux_addresses=req.aux_addresses,
+        ipam_options=req.ipam_options,
     )
     return web.json_response({"Id": rec.id, "Warning": ""}, status=201)
 

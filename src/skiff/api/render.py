@@ -87,7 +87,7 @@ def host_config_json(h: HostConfig, name: str = "") -> JSON:
     return {
         "Binds": list(h.binds) or None,
         "ContainerIDFile": "",
-        "LogConfig": {"Type": "k8s-file", "Config": {}},
+        "LogConfig": {"Type": h.log_type, "Config": dict(h.log_options)},
         "NetworkMode": h.network_mode,
         "PortBindings": {
             p: [{"HostIp": ip, "HostPort": port} for ip, port in b] for p, b in h.port_bindings.items()
@@ -97,11 +97,11 @@ def host_config_json(h: HostConfig, name: str = "") -> JSON:
             "MaximumRetryCount": h.restart_policy.maximum_retry_count,
         },
         "AutoRemove": h.auto_remove,
-        "VolumeDriver": "",
+        "VolumeDriver": h.volume_driver,
         "VolumesFrom": list(h.volumes_from) or None,
         "CapAdd": list(h.cap_add) or None,
         "CapDrop": list(h.cap_drop) or None,
-        "CgroupnsMode": "host",
+        "CgroupnsMode": h.cgroupns_mode or "host",
         "Dns": list(h.dns),
         "DnsOptions": list(h.dns_options),
         "DnsSearch": list(h.dns_search),
@@ -123,7 +123,7 @@ def host_config_json(h: HostConfig, name: str = "") -> JSON:
         "ShmSize": h.shm_size or 67108864,
         "Sysctls": dict(h.sysctls) or None,
         "Runtime": "runc",
-        "Isolation": "",
+        "Isolation": h.isolation,
         "CpuShares": h.cpu_shares,
         "Memory": h.memory,
         "NanoCpus": h.nano_cpus,
@@ -148,7 +148,7 @@ def host_config_json(h: HostConfig, name: str = "") -> JSON:
             }
             for d in h.devices
         ],
-        "DeviceCgroupRules": None,
+        "DeviceCgroupRules": list(h.device_cgroup_rules) or None,
         "DeviceRequests": None,
         "MemoryReservation": h.memory_reservation,
         "MemorySwap": h.memory_swap,
@@ -240,7 +240,7 @@ def _endpoint_json(
             aliases.append(c.short_id)
         dns_names = list(dict.fromkeys([c.name, *aliases]))
     return {
-        "IPAMConfig": {"IPv4Address": cfg.ipv4_address} if cfg.ipv4_address else None,
+        "IPAMConfig": _endpoint_ipam(cfg),
         "Links": list(cfg.links) or None,
         "Aliases": aliases or None,
         "NetworkID": ep.network_id if ep is not None else (rec.id if rec is not None else ""),
@@ -253,9 +253,18 @@ def _endpoint_json(
         "GlobalIPv6PrefixLen": 0,
         # a configured MAC shows before the container runs (docker-py's connect test reads it)
         "MacAddress": ep.mac_address if ep is not None else cfg.mac_address,
-        "DriverOpts": None,
+        "DriverOpts": dict(cfg.driver_opts) or None,
         "DNSNames": dns_names,
     }
+
+
+def _endpoint_ipam(cfg: EndpointConfig) -> JSON | None:
+    ipam: JSON = {}
+    if cfg.ipv4_address:
+        ipam["IPv4Address"] = cfg.ipv4_address
+    if cfg.link_local_ips:
+        ipam["LinkLocalIPs"] = list(cfg.link_local_ips)
+    return ipam or None
 
 
 def _find_endpoint(c: Container, name: str, networks: Networks) -> Endpoint | None:

@@ -22,6 +22,54 @@ RAW_STREAM = "application/vnd.docker.raw-stream"
 MULTIPLEXED_STREAM = "application/vnd.docker.multiplexed-stream"
 
 
+DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
+
+
+def parse_detach_keys(spec: str) -> bytes:
+    """Docker's detach-key grammar: comma-separated ``ctrl-<c>`` or single characters."""
+    from skiff.errors import InvalidArgument
+
+    out = bytearray()
+    for key in (spec or DEFAULT_DETACH_KEYS).split(","):
+        if len(key) == 1:
+            out.append(ord(key))
+            continue
+        name = key.lower()
+        if name.startswith("ctrl-") and len(name) == 6:
+            c = name[5]
+            if "a" <= c <= "z":
+                out.append(ord(c) - ord("a") + 1)
+                continue
+            specials = {"@": 0, "[": 27, "\\": 28, "]": 29, "^": 30, "_": 31}
+            if c in specials:
+                out.append(specials[c])
+                continue
+        raise InvalidArgument(f"Invalid detach keys ({spec}) provided")
+    return bytes(out)
+
+
+class EscapeProxy:
+    """Watches stdin for the detach sequence, holding back bytes that may start it (moby/term)."""
+
+    def __init__(self, keys: bytes) -> None:
+        self.keys = keys
+        self._held = bytearray()
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        """(bytes to forward, whether the sequence completed); after True, stop reading."""
+        out = bytearray()
+        for b in data:
+            if b == self.keys[len(self._held)]:
+                self._held.append(b)
+                if len(self._held) == len(self.keys):
+                    return bytes(out), True
+                continue
+            out += self._held
+            self._held.clear()
+            out.append(b)
+        return bytes(out), False
+
+
 def frame(stream: int, data: bytes) -> bytes:
     """One multiplexed frame: [stream, 0, 0, 0, uint32 BE length] + payload."""
     return struct.pack(">BxxxI", stream, len(data)) + data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -41,24 +42,62 @@ def _kernel() -> str:
 
 async def version(request: web.Request) -> web.Response:
     engine = engine_of(request)
+    go_version = f"python{platform.python_version()}"
+    arch = _go_arch()
+    details = {
+        "ApiVersion": API_VERSION,
+        "MinAPIVersion": MIN_API_VERSION,
+        "GitCommit": "",
+        "GoVersion": go_version,
+        "Os": "linux",
+        "Arch": arch,
+        "KernelVersion": _kernel(),
+        "BuildTime": "",
+        "Experimental": "false",
+    }
+    runtime_version = await _runtime_version(engine.config.runtime)
     return web.json_response(
         {
-            "Platform": {"Name": "skiff"},
+            "Platform": {"Name": f"skiff {__version__}"},
             "Components": [
-                {"Name": "Engine", "Version": __version__, "Details": {"ApiVersion": API_VERSION}},
-                {"Name": "runc", "Version": engine.config.runtime, "Details": {}},
+                {"Name": "Engine", "Version": __version__, "Details": details},
+                {"Name": engine.config.runtime, "Version": runtime_version, "Details": {"GitCommit": ""}},
             ],
             "Version": __version__,
             "ApiVersion": API_VERSION,
             "MinAPIVersion": MIN_API_VERSION,
             "GitCommit": "",
-            "GoVersion": f"python{platform.python_version()}",
+            "GoVersion": go_version,
             "Os": "linux",
-            "Arch": "amd64",
+            "Arch": arch,
             "KernelVersion": _kernel(),
             "BuildTime": "",
         }
     )
+
+
+def _go_arch() -> str:
+    """Go's GOARCH spelling, which clients compare against (amd64, arm64, ...)."""
+    machine = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64", "i686": "386", "armv7l": "arm"}.get(machine, machine)
+
+
+_RUNTIME_VERSIONS: dict[str, str] = {}
+
+
+async def _runtime_version(runtime: str) -> str:
+    """``runc --version``'s first line's version, asked once per daemon."""
+    if runtime not in _RUNTIME_VERSIONS:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                runtime, "--version", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+            )
+            out, _ = await proc.communicate()
+            first = out.decode(errors="replace").splitlines()[0] if out else ""
+            _RUNTIME_VERSIONS[runtime] = first.split()[-1] if first else ""
+        except OSError:
+            _RUNTIME_VERSIONS[runtime] = ""
+    return _RUNTIME_VERSIONS[runtime]
 
 
 def _cgroup_version() -> str:

@@ -38,6 +38,7 @@ from skiff.runtime.spec import generate_spec, linux_resources, resolve_groups, r
 from skiff.store.metadata import MetadataDB
 from skiff.store.snapshots import OverlaySnapshotter, mount_all, unmount
 from skiff.types import ContainerSpec, Endpoint, HostConfig, NetworkState
+from skiff.units import parse_size
 
 if TYPE_CHECKING:
     from skiff.engine.networks import NetworkService
@@ -141,6 +142,14 @@ class ContainerService:
     def _lock(self, cid: str) -> asyncio.Lock:
         return self._locks.setdefault(cid, asyncio.Lock())
 
+    def lifecycle_lock(self, cid: str) -> asyncio.Lock:
+        """The lock that serialises start, exit and removal of ``cid`` (not reentrant).
+
+        Held by work on a container's files that must not race them, such as ``docker cp``
+        on a stopped container while its root filesystem is mounted for the copy.
+        """
+        return self._lock(cid)
+
     def _save(self, container: Container) -> Container:
         self.db.put_container(container.id, container.name, container.created, container.to_json())
         self._containers[container.id] = container
@@ -151,6 +160,10 @@ class ContainerService:
 
     def _publish(self, c: Container, action: str, **extra: str) -> None:
         self.events.publish("container", action, c.id, **self._attrs(c, **extra))
+
+    def publish(self, c: Container, action: str, **extra: str) -> None:
+        """A ``container`` event with Docker's attributes (labels, image, name) plus ``extra``."""
+        self._publish(c, action, **extra)
 
     # ----------------------------------------------------------------- create
     async def create(self, spec: ContainerSpec, name: str | None = None) -> Container:
@@ -294,6 +307,9 @@ class ContainerService:
                 stdin=c.spec.open_stdin,
                 stdin_once=c.spec.stdin_once,
                 log_path=self.log_path(c.id),
+                log_max_size=parse_size(c.spec.host.log_options["max-size"])
+                if c.spec.host.log_options.get("max-size")
+                else 0,
             )
             if attaching is not None:
                 network = await attaching
@@ -417,6 +433,10 @@ class ContainerService:
                     health_status="unhealthy" if c.state.health_status else "",
                 )
             )
+            if not c.spec.host.auto_remove and self._should_restart(c):
+                # As dockerd: "restarting" (still counted as running by rm and wait) until
+                # the policy's back-off has passed and the process is back.
+                c = self._save(c.with_state(status="restarting"))
             if status.oom_killed:
                 self._publish(c, "oom")
             self._publish(c, "die", exitCode=str(status.exit_code))
@@ -485,14 +505,17 @@ class ContainerService:
         await asyncio.sleep(delay)
         async with self._lock(cid):
             c = self._containers.get(cid)
-            if c is None or c.running or c.manually_stopped:
+            if c is None or c.state.status in ("running", "paused", "removing") or c.manually_stopped:
                 return
             c = self._save(c.with_state(restart_count=c.state.restart_count + 1))
             try:
                 await self._start_locked(c)
             except SkiffError as exc:
                 log.warning("restart of %s failed: %s", cid[:12], exc)
-                self._maybe_restart(self._containers[cid])
+                failed = self._containers[cid]
+                if failed.state.status == "restarting":
+                    failed = self._save(failed.with_state(status="exited"))
+                self._maybe_restart(failed)
 
     def _cancel_restart(self, cid: str) -> None:
         task = self._restart_tasks.pop(cid, None)
@@ -510,11 +533,17 @@ class ContainerService:
             raise Conflict(f"Cannot kill container: {ref}: Container {c.id} is not running")
         if signum in (signal_mod.SIGKILL, self._stop_signal(c, None)):
             c = self._save(replace(c, manually_stopped=True))
+        waiter = self._exit_future(c.id) if signum == signal_mod.SIGKILL else None
         await self.runtime.kill(c.id, signum, all_processes=signum == signal_mod.SIGKILL)
         if c.state.status == "paused" and signum == signal_mod.SIGKILL:
             with contextlib.suppress(SkiffError):
                 await self.runtime.resume(c.id)
         self._publish(c, "kill", signal=str(signum))
+        if waiter is not None:
+            # As dockerd: a SIGKILL returns once the exit is recorded (inspect right after
+            # shows the container stopped), or after a few seconds at most.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(waiter), 10)
 
     async def stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> None:
         c = self.get(ref)
@@ -577,12 +606,14 @@ class ContainerService:
     async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
         c = self.get(ref)
         if c.running and not force:
-            state = "paused" if c.state.status == "paused" else "running"
+            state = c.state.status if c.state.status in ("paused", "restarting") else "running"
             raise Conflict(
                 f"You cannot remove a {state} container {c.id}. "
                 "Stop the container before attempting removal or force remove"
             )
         self._cancel_restart(c.id)
+        if c.state.status == "restarting":
+            c = self._save(replace(c.with_state(status="exited"), manually_stopped=True))
         if c.running:
             c = self._save(replace(c, manually_stopped=True))
             waiter = self._exit_future(c.id)
@@ -677,6 +708,16 @@ class ContainerService:
         c = self._save(replace(c, name=new_name))
         self._publish(c, "rename", oldName="/" + old)
 
+    async def remove_link(self, parent_ref: str, alias: str) -> None:
+        """``docker rm --link PARENT/ALIAS``: drop a legacy link; both containers stay."""
+        c = self.get(parent_ref)
+        kept = tuple(link for link in c.spec.host.links if link.partition(":")[2] != alias)
+        if len(kept) == len(c.spec.host.links):
+            raise NotFound(f"Could not find link {alias!r} of container /{c.name}")
+        async with self._lock(c.id):
+            c = self.get(c.id)
+            self._save(replace(c, spec=replace(c.spec, host=replace(c.spec.host, links=kept))))
+
     async def update(self, ref: str, host: HostConfig) -> builtins.list[str]:
         """Apply new resource limits / restart policy (``docker update``); returns warnings."""
         c = self.get(ref)
@@ -684,7 +725,7 @@ class ContainerService:
         validate_spec(spec)
         async with self._lock(c.id):
             c = self.get(c.id)
-            if c.running:
+            if c.state.status in ("running", "paused"):
                 await self.runtime.update(c.id, linux_resources(spec.host))
             c = self._save(replace(c, spec=spec))
         self._publish(c, "update")

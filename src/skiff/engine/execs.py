@@ -106,9 +106,16 @@ class ExecService:
         c = self.containers.get(config.container_id)
         use_tty = config.tty if tty is None else tty
         state.started = True
-        process = await self.containers.runtime.exec(
-            c.id, self._process(replace(config, tty=use_tty)), tty=use_tty, detach=detach
-        )
+        try:
+            process = await self.containers.runtime.exec(
+                c.id, self._process(replace(config, tty=use_tty)), tty=use_tty, detach=detach
+            )
+        except SkiffError as exc:
+            # As dockerd: an exec that cannot start exits 127 (no such command) or 126.
+            text = exc.message.lower()
+            state.exit_code = 127 if "not found" in text or "no such file" in text else 126
+            state.running = False
+            raise
         state.process, state.running, state.pid = process, True, process.pid
         self.containers.events.publish(
             "container",

@@ -202,6 +202,8 @@ class NetworkService:
         attachable: bool = False,
         labels: Mapping[str, str] | None = None,
         options: Mapping[str, str] | None = None,
+        aux_addresses: Mapping[str, str] | None = None,
+        ipam_options: Mapping[str, str] | None = None,
     ) -> NetworkRecord:
         if not name:
             raise InvalidArgument("network name is required")
@@ -217,6 +219,12 @@ class NetworkService:
             net = self._choose_subnet(subnet)
             gw = self._gateway(net, gateway)
             rng = self._ip_range(net, ip_range)
+            aux = dict(aux_addresses or {})
+            for aux_name, ip in aux.items():
+                if ipaddress.ip_address(ip) not in net or ip == gw:
+                    raise InvalidArgument(
+                        f"auxiliary address {aux_name}={ip} must be inside subnet {net}, not the gateway"
+                    )
             bridge = options.get(BRIDGE_NAME_OPTION) or f"{self.config.bridge_prefix}{nid[:12]}"[:_MAX_IFNAME]
             if len(bridge) > _MAX_IFNAME or not bridge.replace("-", "").replace("_", "").isalnum():
                 raise InvalidArgument(
@@ -238,9 +246,12 @@ class NetworkService:
                     labels=dict(labels or {}),
                     options=options,
                     bridge=bridge,
+                    aux_addresses=aux,
+                    ipam_options=None if ipam_options is None else dict(ipam_options),
                 )
             )
             try:
+                self._reserve_aux(rec)
                 await self._apply_firewall()
             except BaseException:
                 self.db.delete_network(nid)
@@ -497,6 +508,8 @@ class NetworkService:
         assert result is not None
         add = parse_add_result(result, ifname)
         self._results[(c.id, rec.id)] = add.raw
+        if cfg.link_local_ips:  # dockerd's --link-local-ip: extra addresses on the interface
+            await asyncio.to_thread(netns.add_addresses, netns_path, ifname, cfg.link_local_ips)
         aliases = tuple(dict.fromkeys([*cfg.aliases, *(() if rec.builtin else (c.id[:12],))]))
         return Endpoint(
             network_id=rec.id,
@@ -760,6 +773,10 @@ class NetworkService:
                     f"{key}_PORT={num}",
                     f"{key}_PROTO={proto}",
                 ]
+            for item in other.spec.env:  # the target's environment, as ALIAS_ENV_NAME
+                name, sep, value = item.partition("=")
+                if sep and name not in ("HOME", "PATH"):
+                    env.append(f"{prefix}_ENV_{name}={value}")
         return env
 
     # --------------------------------------------------------------- recovery
@@ -811,6 +828,16 @@ class NetworkService:
                     with contextlib.suppress(OSError, SkiffError):
                         netns.remove(entry)
 
+    def _reserve_aux(self, rec: NetworkRecord) -> None:
+        """Keep auxiliary addresses out of host-local's hands: a lease file per address, as
+        host-local itself writes them (its disk store treats any file named by an IP as taken)."""
+        if not rec.aux_addresses:
+            return
+        d = self.ipam_dir / _cni_name(rec)
+        d.mkdir(parents=True, exist_ok=True)
+        for ip in rec.aux_addresses.values():
+            (d / ip).write_text(f"{_AUX_LEASE}\r\naux")
+
     def _leases(self, rec: NetworkRecord) -> builtins.list[tuple[str, str]]:
         d = self.ipam_dir / _cni_name(rec)
         out: builtins.list[tuple[str, str]] = []
@@ -823,7 +850,7 @@ class NetworkService:
                 lines = f.read_text().split()
             except OSError:
                 continue
-            if lines:
+            if lines and lines[0] != _AUX_LEASE:
                 out.append((lines[0], lines[1] if len(lines) > 1 else "eth0"))
         return out
 
@@ -833,6 +860,7 @@ class NetworkService:
             self.ports.release(c.id)
 
 
+_AUX_LEASE = "skiff-auxiliary-address"
 _BUILTIN_NET = NetworkRecord(id="", name="", created="", builtin=True)
 
 

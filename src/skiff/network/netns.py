@@ -114,3 +114,19 @@ def run_in_netns(path: str | Path, fn: Callable[[], T]) -> T:
         return fn()
 
     return _in_thread(body)
+
+
+def add_addresses(path: str | Path, ifname: str, addresses: tuple[str, ...]) -> None:
+    """Add addresses (``169.254.8.8``, host prefix unless given) to an interface inside a netns."""
+    import ipaddress
+
+    from pyroute2 import IPRoute
+
+    def add() -> None:
+        with IPRoute() as ipr:
+            index = ipr.link_lookup(ifname=ifname)[0]
+            for text in addresses:
+                iface = ipaddress.ip_interface(text)
+                ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+
+    run_in_netns(path, add)

@@ -225,6 +225,18 @@ def _no_new_privileges(security_opt: Sequence[str]) -> bool:
     return value
 
 
+def device_cgroup_rule(rule: str) -> dict[str, Any]:
+    """``--device-cgroup-rule "c 7:128 rwm"`` as an OCI allow rule (validated by the API)."""
+    kind, numbers, access = rule.split()
+    major, _, minor = numbers.partition(":")
+    out: dict[str, Any] = {"allow": True, "type": kind, "access": access}
+    if major != "*":
+        out["major"] = int(major)
+    if minor != "*":
+        out["minor"] = int(minor)
+    return out
+
+
 def _namespaces(host: HostConfig, netns_path: str | None, paths: Mapping[str, str]) -> list[dict[str, str]]:
     namespaces: list[dict[str, str]] = [{"type": "mount"}]
     if host.pid_mode != "host":
@@ -239,7 +251,7 @@ def _namespaces(host: HostConfig, netns_path: str | None, paths: Mapping[str, st
         if netns_path:
             net["path"] = netns_path
         namespaces.append(net)
-    if _cgroup_v2_only():
+    if host.cgroupns_mode == "private" or (not host.cgroupns_mode and _cgroup_v2_only()):
         namespaces.append({"type": "cgroup"})
     for ns in namespaces:
         if ns["type"] in paths:
@@ -278,6 +290,7 @@ def _linux(
     mapped_nodes, mapped_rules = mapped_devices(host.devices)
     devices += mapped_nodes
     rules += mapped_rules
+    rules += [device_cgroup_rule(r) for r in host.device_cgroup_rules]
     resources["devices"] = rules
     linux: dict[str, Any] = {
         "resources": resources,

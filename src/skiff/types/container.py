@@ -134,6 +134,12 @@ class HostConfig:
     console_size: tuple[int, int] = (0, 0)  # (height, width) of the tty when the process starts
     masked_paths: tuple[str, ...] | None = None  # None: Docker's defaults
     readonly_paths: tuple[str, ...] | None = None
+    log_type: str = "json-file"  # Docker's driver name; the file itself is conmon's k8s-file format
+    log_options: dict[str, str] = field(default_factory=dict)
+    cgroupns_mode: str = ""  # "host" | "private"; "" = the daemon default (host on cgroup v1)
+    device_cgroup_rules: tuple[str, ...] = ()  # "c 7:128 rwm"
+    isolation: str = ""  # Windows-only in Docker; kept and shown as given
+    volume_driver: str = ""  # default driver for this container's named volumes
 
 
 @dataclass(frozen=True)

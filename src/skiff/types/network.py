@@ -27,6 +27,8 @@ class NetworkRecord:
     options: dict[str, str] = field(default_factory=dict)
     bridge: str = ""  # Linux bridge name (skiff-prefixed unless the user chose one)
     builtin: bool = False
+    aux_addresses: dict[str, str] = field(default_factory=dict)  # name -> IP kept out of IPAM
+    ipam_options: dict[str, str] | None = None  # as given (dockerd echoes null or {})
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class EndpointConfig:
     ipv4_address: str = ""
     links: tuple[str, ...] = ()  # "name:alias" (only for the default bridge via --link)
     mac_address: str = ""
+    driver_opts: dict[str, str] = field(default_factory=dict)  # kept and shown; the bridge driver reads none
+    link_local_ips: tuple[str, ...] = ()  # kept and shown, as dockerd's bridge driver does
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ import re
 from typing import Any
 
 from skiff.errors import InvalidArgument
+from skiff.units import parse_size
 
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([kKmMgGtTpP])?[iI]?[bB]?$")
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+__all__ = ["parse_size"]
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _DURATION_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9}
 _DURATION_NS["h"] = 3600 * 10**9
@@ -38,14 +39,6 @@ ULIMIT_NAMES = frozenset(
     ]
 )
 RESTART_POLICIES = ("no", "always", "on-failure", "unless-stopped")
-
-
-def parse_size(value: str) -> int:
-    """docker's RAMInBytes: ``64m``, ``1g``, ``512k``, ``100b``, ``1.5g`` (1024-based)."""
-    m = _SIZE.match(value.strip())
-    if not m:
-        raise InvalidArgument(f"invalid size: {value!r} (use a number with an optional unit: b, k, m, g)")
-    return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
 
 
 def parse_memory_swap(value: str) -> int:
