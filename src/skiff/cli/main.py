@@ -59,6 +59,7 @@ def _register() -> None:
     from skiff.cli import (
         archive,
         containers,
+        ctrfs,
         exec_logs,
         images,
         lifecycle,
@@ -77,6 +78,7 @@ def _register() -> None:
         stats,
         images,
         archive,
+        ctrfs,
         networks,
         volumes,
         system,

@@ -274,6 +274,93 @@ class Client:
         params = {"stream": int(stream)}
         return self._stream_json("GET", self._url("/containers/{0}/stats", ref), params=params, timeout=None)
 
+    # -- a container's files (cp, diff, export, commit) ---------------------------------------
+    def stat_path(self, ref: str, path: str) -> JSONDict:
+        """``HEAD /containers/{ref}/archive?path=``: Docker's ContainerPathStat of ``path``."""
+
+        def go() -> JSONDict:
+            resp = self._api.head(self._url("/containers/{0}/archive", ref), params={"path": path})
+            self._api._raise_for_status(resp)
+            return _path_stat(resp.headers.get("X-Docker-Container-Path-Stat", ""))
+
+        return self._call(go)
+
+    def get_archive(self, ref: str, path: str) -> tuple[JSONDict, Iterator[bytes]]:
+        """``GET /containers/{ref}/archive?path=``: (the path's stat, the tar's bytes)."""
+        with mapped_errors(self.host):
+            resp = self._api.get(
+                self._url("/containers/{0}/archive", ref), params={"path": path}, stream=True, timeout=None
+            )
+            self._api._raise_for_status(resp)
+        info = _path_stat(resp.headers.get("X-Docker-Container-Path-Stat", ""))
+
+        return info, self._stream_body(resp, "archive")
+
+    def put_archive(
+        self,
+        ref: str,
+        path: str,
+        data: IO[bytes] | Iterator[bytes],
+        *,
+        copy_uid_gid: bool = False,
+        no_overwrite_dir_non_dir: bool = True,
+    ) -> None:
+        """``PUT /containers/{ref}/archive?path=``: extract the tar ``data`` into directory ``path``."""
+        params = {
+            "path": path,
+            "noOverwriteDirNonDir": "true" if no_overwrite_dir_non_dir else "false",
+            "copyUIDGID": "true" if copy_uid_gid else "false",
+        }
+        url = self._url("/containers/{0}/archive", ref)
+        headers = {"Content-Type": "application/x-tar"}
+        self._json("PUT", url, params=params, data=data, headers=headers, timeout=None)
+
+    def container_changes(self, ref: str) -> list[JSONDict]:
+        """``GET /containers/{ref}/changes``: ``[{"Path": .., "Kind": 0|1|2}]``."""
+        return list(self._json("GET", self._url("/containers/{0}/changes", ref)) or [])
+
+    def export_container(self, ref: str) -> Iterator[bytes]:
+        """``GET /containers/{ref}/export``: the root filesystem as a tar."""
+        with mapped_errors(self.host):
+            resp = self._api.get(self._url("/containers/{0}/export", ref), stream=True, timeout=None)
+            self._api._raise_for_status(resp)
+        yield from self._stream_body(resp, "export")
+
+    def _stream_body(self, resp: Any, what: str) -> Iterator[bytes]:
+        """A streamed response body; a stream the daemon cut short raises."""
+        from requests.exceptions import ChunkedEncodingError
+
+        with mapped_errors(self.host):
+            try:
+                yield from resp.iter_content(chunk_size=1 << 16)
+            except ChunkedEncodingError as exc:
+                raise stream_error(f"the {what} stream was cut short by the daemon: {exc}") from None
+
+    def commit(
+        self,
+        ref: str,
+        repository: str | None = None,
+        tag: str | None = None,
+        *,
+        message: str = "",
+        author: str = "",
+        pause: bool = True,
+        changes: list[str] | None = None,
+    ) -> JSONDict:
+        """``POST /commit``: ``{"Id": "sha256:.."}``."""
+        params: dict[str, Any] = {"container": ref, "pause": "1" if pause else "0"}
+        if repository:
+            params["repo"] = repository
+        if tag:
+            params["tag"] = tag
+        if message:
+            params["comment"] = message
+        if author:
+            params["author"] = author
+        if changes:
+            params["changes"] = changes
+        return dict(self._json("POST", self._url("/commit"), params=params, timeout=None))
+
     # -- exec ----------------------------------------------------------------------------------
     def exec_create(self, ref: str, body: JSONDict) -> str:
         """``POST /containers/{ref}/exec``: the exec id."""
@@ -452,3 +539,16 @@ class Client:
     def close(self) -> None:
         """Release pooled connections."""
         self._api.close()
+
+
+def _path_stat(header: str) -> JSONDict:
+    """The ``X-Docker-Container-Path-Stat`` header (base64 JSON) decoded; {} if absent."""
+    import base64
+
+    if not header:
+        return {}
+    try:
+        value = json.loads(base64.b64decode(header))
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

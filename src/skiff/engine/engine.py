@@ -8,6 +8,7 @@ from pathlib import Path
 
 from skiff.engine.build import BuildService
 from skiff.engine.containers import ContainerService
+from skiff.engine.ctrfs import ContainerFS
 from skiff.engine.events import EventBus
 from skiff.engine.execs import ExecService
 from skiff.engine.health import HealthMonitor
@@ -68,6 +69,13 @@ class Engine:
         self.containers.networks = self.networks
         self.volumes = VolumeService(root=root, db=self.db, events=self.events)
         self.containers.volumes = self.volumes
+        self.ctrfs = ContainerFS(
+            containers=self.containers,
+            images=self.image_store,
+            snapshotter=self.snapshotter,
+            volumes=self.volumes,
+            events=self.events,
+        )
         self.images = ImageService(self.image_store, self.containers, self.events)
         self.builds = BuildService(root, self.db, self.image_store, self.images, self.containers)
         self.execs = ExecService(self.containers)

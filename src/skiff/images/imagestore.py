@@ -143,11 +143,14 @@ class ImageStore:
             with contextlib.suppress(OSError):
                 os.rename(split_path, target)
 
-    def import_diff(self, upper: Path, parent_chain_id: str | None) -> tuple[str, str, int]:
+    def import_diff(
+        self, upper: Path, parent_chain_id: str | None, skip: frozenset[str] = frozenset()
+    ) -> tuple[str, str, int]:
         """Turn a directory of changes (a container's upper dir) into a layer on ``parent_chain_id``.
 
         For ``commit`` and builds: the diff is streamed as a tar through a pipe straight into
         :meth:`import_layer`, never held in memory or on disk. Pause the container first.
+        ``skip``: relative paths of ``upper`` to leave out (see :func:`diff_tar`).
         """
         r, w = os.pipe()
         errors: list[BaseException] = []
@@ -155,7 +158,7 @@ class ImageStore:
         def produce() -> None:
             try:
                 with open(w, "wb") as out:
-                    diff_tar(upper, out)
+                    diff_tar(upper, out, skip)
             except BaseException as e:  # re-raised in the caller's thread below
                 errors.append(e)
 

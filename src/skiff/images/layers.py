@@ -342,15 +342,19 @@ class _HashingWriter:
         return len(b)
 
 
-def _walk_sorted(root: Path, rel: str = "") -> Iterator[tuple[str, os.stat_result]]:
+def _walk_sorted(
+    root: Path, rel: str = "", skip: frozenset[str] = frozenset()
+) -> Iterator[tuple[str, os.stat_result]]:
     with os.scandir(root / rel if rel else root) as it:
         entries = sorted(it, key=lambda e: e.name)
     for e in entries:
         path = f"{rel}/{e.name}" if rel else e.name
+        if path in skip:
+            continue
         st = e.stat(follow_symlinks=False)
         yield path, st
         if stat.S_ISDIR(st.st_mode):
-            yield from _walk_sorted(root, path)
+            yield from _walk_sorted(root, path, skip)
 
 
 def _xattrs(path: Path) -> dict[str, str]:
@@ -371,16 +375,18 @@ def _xattrs(path: Path) -> dict[str, str]:
     return out
 
 
-def diff_tar(upper: Path, out: BinaryIO) -> ApplyResult:
+def diff_tar(upper: Path, out: BinaryIO, skip: frozenset[str] = frozenset()) -> ApplyResult:
     """Write ``upper`` (an overlay upper dir or a committed layer) as an OCI layer tar to ``out``.
 
     Deterministic for the same tree: sorted entries, numeric owners only, PAX format.
+    ``skip``: relative paths left out with everything below them (a container's runtime mount
+    targets, see :mod:`skiff.fs.overlay`).
     """
     sink = _HashingWriter(out)
     size = 0
     links: dict[tuple[int, int], str] = {}
     with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tf:  # type: ignore[call-overload]
-        for rel, st in _walk_sorted(upper):
+        for rel, st in _walk_sorted(upper, skip=skip):
             full = upper / rel
             head, _, name = rel.rpartition("/")
             if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
