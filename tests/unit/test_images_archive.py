@@ -30,6 +30,7 @@ from skiff.images.archive import (
 )
 from skiff.images.archive_load import ArchiveReader, ImageLoaded
 from skiff.images.imagestore import LayerTar
+from skiff.images.oci import parse_config
 from skiff.types.image import ImageConfig, ImageRecord
 
 
@@ -187,6 +188,43 @@ def test_document_parsers_on_bytes_only_raise_invalid_argument(data: bytes) -> N
             parse(data)  # type: ignore[operator]
         except InvalidArgument:
             pass
+
+
+CONFIG_KEYS = [
+    "config",
+    "container_config",
+    "rootfs",
+    "diff_ids",
+    "history",
+    "Env",
+    "Cmd",
+    "Healthcheck",
+    "Interval",
+    "Test",
+    "ExposedPorts",
+    "Volumes",
+    "Labels",
+    "User",
+    "created",
+    "os",
+    "created_by",
+]
+config_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(CONFIG_KEYS), children, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+@given(config_values)
+def test_a_loaded_config_is_checked_field_by_field(value: Any) -> None:
+    """An image config in an archive is someone else's JSON: a 400, never a crash."""
+    try:
+        parse_config(json.dumps(value).encode())
+    except InvalidArgument:
+        pass
 
 
 # -- the writer -----------------------------------------------------------------------------------

@@ -203,7 +203,7 @@ async def save(request: web.Request) -> web.StreamResponse:
     try:
         async for chunk in engine.images.save(plan):
             await resp.write(chunk)
-    except SkiffError as exc:
+    except Exception as exc:
         # Half a tar is out: the only honest signal left is to cut the connection, so the
         # client sees an unexpected EOF instead of a short archive it might trust.
         log.warning("save %s: %s (stream cut)", ",".join(names), exc)
@@ -241,6 +241,9 @@ async def load(request: web.Request) -> web.StreamResponse:
                         await out.send({"stream": line})
         except SkiffError as exc:
             await out.error(exc.message)
+        except Exception as exc:  # the stream has begun: the error can only go into it
+            log.exception("load: internal error")
+            await out.error(f"internal error: {exc}")
     await out.close()
     return out.response
 

@@ -139,6 +139,45 @@ def _str_tuple(v: Any, field: str) -> tuple[str, ...]:
     return tuple(v)
 
 
+# A config may come from anywhere (load, pull): every field is checked for its type, so a
+# hostile one is a 400 with the field's name, never a crash.
+
+
+def _obj(v: Any, field: str) -> dict[str, Any]:
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise InvalidArgument(f"invalid image config: {field} must be an object")
+    return v
+
+
+def _str(v: Any, field: str) -> str:
+    if v is None:
+        return ""
+    if not isinstance(v, str):
+        raise InvalidArgument(f"invalid image config: {field} must be a string")
+    return v
+
+
+def _int(v: Any, field: str) -> int:
+    if v is None:
+        return 0
+    if isinstance(v, bool) or not isinstance(v, int | float) or v != v or v in (float("inf"), float("-inf")):
+        raise InvalidArgument(f"invalid image config: {field} must be a number")
+    return int(v)
+
+
+def _keys(v: Any, field: str) -> tuple[str, ...]:
+    return tuple(sorted(_obj(v, field).keys()))
+
+
+def _labels(v: Any) -> dict[str, str]:
+    labels = _obj(v, "Labels")
+    if not all(isinstance(x, str) for x in labels.values()):
+        raise InvalidArgument("invalid image config: Labels must map strings to strings")
+    return dict(labels)
+
+
 def parse_config(data: bytes) -> ConfigDocument:
     """Parse an OCI/Docker image config blob (as pulled or loaded) into skiff's types."""
     try:
@@ -147,52 +186,56 @@ def parse_config(data: bytes) -> ConfigDocument:
         raise InvalidArgument(f"invalid image config JSON: {e}") from None
     if not isinstance(obj, dict):
         raise InvalidArgument("invalid image config: not a JSON object")
-    c = obj.get("config") or obj.get("container_config") or {}
+    c = _obj(obj.get("config") or obj.get("container_config"), "config")
     hc = c.get("Healthcheck")
     health = None
-    if isinstance(hc, dict):
+    if hc is not None:
+        hc = _obj(hc, "Healthcheck")
         health = HealthConfig(
             test=_str_tuple(hc.get("Test"), "Healthcheck.Test"),
-            interval=int(hc.get("Interval", 0)),
-            timeout=int(hc.get("Timeout", 0)),
-            retries=int(hc.get("Retries", 0)),
-            start_period=int(hc.get("StartPeriod", 0)),
-            start_interval=int(hc.get("StartInterval", 0)),
+            interval=_int(hc.get("Interval"), "Healthcheck.Interval"),
+            timeout=_int(hc.get("Timeout"), "Healthcheck.Timeout"),
+            retries=_int(hc.get("Retries"), "Healthcheck.Retries"),
+            start_period=_int(hc.get("StartPeriod"), "Healthcheck.StartPeriod"),
+            start_interval=_int(hc.get("StartInterval"), "Healthcheck.StartInterval"),
         )
     config = ImageConfig(
-        user=c.get("User") or "",
+        user=_str(c.get("User"), "User"),
         env=_str_tuple(c.get("Env"), "Env"),
         entrypoint=None if c.get("Entrypoint") is None else _str_tuple(c["Entrypoint"], "Entrypoint"),
         cmd=None if c.get("Cmd") is None else _str_tuple(c["Cmd"], "Cmd"),
-        working_dir=c.get("WorkingDir") or "",
-        exposed_ports=tuple(sorted((c.get("ExposedPorts") or {}).keys())),
-        volumes=tuple(sorted((c.get("Volumes") or {}).keys())),
-        labels=dict(c.get("Labels") or {}),
-        stop_signal=c.get("StopSignal") or "",
+        working_dir=_str(c.get("WorkingDir"), "WorkingDir"),
+        exposed_ports=_keys(c.get("ExposedPorts"), "ExposedPorts"),
+        volumes=_keys(c.get("Volumes"), "Volumes"),
+        labels=_labels(c.get("Labels")),
+        stop_signal=_str(c.get("StopSignal"), "StopSignal"),
         healthcheck=health,
         shell=None if c.get("Shell") is None else _str_tuple(c["Shell"], "Shell"),
         on_build=_str_tuple(c.get("OnBuild"), "OnBuild"),
     )
-    rootfs = obj.get("rootfs") or {}
+    rootfs = _obj(obj.get("rootfs"), "rootfs")
+    raw_history = obj.get("history")
+    if raw_history is not None and not isinstance(raw_history, list):
+        raise InvalidArgument("invalid image config: history must be a list")
     history = tuple(
         HistoryEntry(
-            created=h.get("created", ""),
-            created_by=h.get("created_by", ""),
-            comment=h.get("comment", ""),
-            author=h.get("author", ""),
+            created=_str(h.get("created"), "history.created"),
+            created_by=_str(h.get("created_by"), "history.created_by"),
+            comment=_str(h.get("comment"), "history.comment"),
+            author=_str(h.get("author"), "history.author"),
             empty_layer=bool(h.get("empty_layer", False)),
         )
-        for h in obj.get("history") or ()
+        for h in raw_history or ()
         if isinstance(h, dict)
     )
     return ConfigDocument(
         config=config,
         diff_ids=_str_tuple(rootfs.get("diff_ids"), "rootfs.diff_ids"),
         history=history,
-        created=obj.get("created", ""),
-        author=obj.get("author", ""),
-        comment=obj.get("comment", ""),
-        architecture=obj.get("architecture", "amd64"),
-        os=obj.get("os", "linux"),
-        parent=obj.get("parent", ""),
+        created=_str(obj.get("created"), "created"),
+        author=_str(obj.get("author"), "author"),
+        comment=_str(obj.get("comment"), "comment"),
+        architecture=_str(obj.get("architecture", "amd64"), "architecture"),
+        os=_str(obj.get("os", "linux"), "os"),
+        parent=_str(obj.get("parent"), "parent"),
     )
