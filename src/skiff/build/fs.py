@@ -111,7 +111,7 @@ def extract_tar(stream: BinaryIO, root: Path, owner: Owner | None, dest: str = "
     dirs: list[tuple[Path, tarfile.TarInfo]] = []
     base = split(dest)
     with tarfile.open(fileobj=stream, mode="r|*") as tf:
-        for member in tf:
+        for member in _members(tf):
             rel = clean_member_name(member.name)
             path = "/".join([*base, rel]) if rel else "/".join(base)
             if not rel and not member.isdir():
@@ -148,6 +148,27 @@ def extract_tar(stream: BinaryIO, root: Path, owner: Owner | None, dest: str = "
     for target, member in reversed(dirs):  # deepest last written first: mtimes stay
         _finish(target, member.mode, owner, member.uid, member.gid, member.mtime)
     return count
+
+
+def _members(tf: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    """The members; a stream that ends right after the last member's data is complete.
+
+    The docker CLI's context with ``-f -`` stops there (no padding, no end-of-archive blocks),
+    and dockerd accepts it. A member whose *data* is cut short still fails (in its read).
+    """
+    last: tarfile.TarInfo | None = None
+    while True:
+        try:
+            member = tf.next()
+        except tarfile.ReadError:
+            position = getattr(tf.fileobj, "pos", -1)
+            if last is not None and position == last.offset_data + (last.size if last.isreg() else 0):
+                return
+            raise
+        if member is None:
+            return
+        last = member
+        yield member
 
 
 # -- COPY / ADD ------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ def _register() -> None:
     # Imported here so each command module can import ``cli`` helpers without a cycle.
     from skiff.cli import (
         archive,
+        build,
         containers,
         ctrfs,
         exec_logs,
@@ -77,6 +78,7 @@ def _register() -> None:
         query,
         stats,
         images,
+        build,
         archive,
         ctrfs,
         networks,

@@ -479,6 +479,34 @@ class Client:
         url = self._url("/skiff/images/bootstrap", versioned=False)
         return self._stream_json("POST", url, params=params, timeout=None)
 
+    def build(self, context: IO[bytes], params: dict[str, Any]) -> Iterator[JSONDict]:
+        """``POST /build`` with a tar context: the build's messages, ``errorDetail`` lines included.
+
+        Unlike the other progress streams an error line does not raise here: ``docker build``
+        prints it and exits with its ``code`` (a failed RUN's status).
+        """
+        headers = {"Content-Type": "application/x-tar", "X-Registry-Config": "e30="}
+        with mapped_errors(self.host):
+            resp = self._api.request(
+                "POST",
+                self._url("/build"),
+                params=params,
+                data=context,
+                headers=headers,
+                stream=True,
+                timeout=None,
+            )
+            self._api._raise_for_status(resp)
+            for line in resp.iter_lines():
+                if line.strip():
+                    msg = json.loads(line)
+                    if isinstance(msg, dict):
+                        yield msg
+
+    def prune_builds(self, all_: bool = False) -> JSONDict:
+        """``POST /build/prune``: ``{"CachesDeleted": [..], "SpaceReclaimed": n}``."""
+        return dict(self._json("POST", self._url("/build/prune"), params={"all": int(all_)}) or {})
+
     # -- networks ------------------------------------------------------------------------------
     def networks(self, filters: dict[str, list[str]] | None = None) -> list[JSONDict]:
         """``GET /networks``."""

@@ -19,19 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import secrets
-import stat
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 from skiff.engine.containers import AttachRequest, ContainerService
 from skiff.errors import InvalidArgument, SkiffError
+from skiff.fs.overlay import runtime_only_paths
 from skiff.fs.scoped import resolve_in_root
 from skiff.images.imagestore import ImageStore
-from skiff.images.layers import OPAQUE_XATTR
 from skiff.runtime.user import resolve_groups, resolve_user
 from skiff.store.snapshots import OverlaySnapshotter, mount_all, unmount
 from skiff.types import ContainerSpec
@@ -118,9 +116,8 @@ class StepRunner:
                 argv = " ".join((*spec.entrypoint, *spec.cmd)).strip()
                 raise StepFailed(f"The command '{argv}' returned a non-zero code: {code}", code)
             upper = self.snapshotter.upper_dir(c.id)
-            destinations = _mount_destinations(self.containers.bundle(c.id) / "config.json")
             lowers = _lower_dirs(self.snapshotter, parent)
-            diff = await finish_in_thread(lambda: self._diff(upper, destinations, lowers, parent))
+            diff = await finish_in_thread(lambda: self._diff(upper, lowers, parent))
             done = True
             return diff
         finally:
@@ -130,13 +127,13 @@ class StepRunner:
                 if done:
                     await on_remove(c.id)
 
-    def _diff(
-        self, upper: Path, destinations: list[str], lowers: list[Path], parent: ImageRecord
-    ) -> str | None:
-        drop_mount_points(upper, destinations, lowers)
-        if _is_empty(upper):
-            return None
-        diff_id, _, _ = self.store.import_diff(upper, self.store.top_layer(parent))
+    def _diff(self, upper: Path, lowers: list[Path], parent: ImageRecord) -> str | None:
+        # runc's mount targets (/etc/hosts on an image without one...) are not the command's doing.
+        skip = runtime_only_paths(upper, lowers)
+        with os.scandir(upper) as it:
+            if all(e.name in skip for e in it):
+                return None
+        diff_id, _, _ = self.store.import_diff(upper, self.store.top_layer(parent), skip)
         return diff_id
 
     # -- file steps ----------------------------------------------------------------------------
@@ -210,14 +207,6 @@ def _is_empty(path: Path) -> bool:
         return next(it, None) is None
 
 
-def _mount_destinations(config_json: Path) -> list[str]:
-    try:
-        spec = json.loads(config_json.read_text())
-    except (OSError, ValueError):
-        return []
-    return [str(m.get("destination", "")) for m in spec.get("mounts", []) if m.get("destination")]
-
-
 def _lower_dirs(snapshotter: OverlaySnapshotter, image: ImageRecord) -> list[Path]:
     """The layer directories under an image, top first (for "did this exist before?")."""
     if not image.chain_ids:
@@ -229,64 +218,6 @@ def _lower_dirs(snapshotter: OverlaySnapshotter, image: ImageRecord) -> list[Pat
         if m.type == "bind":
             return [Path(m.source)]
     return []
-
-
-def _lower_stat(lowers: list[Path], rel: str) -> os.stat_result | None:
-    for lower in lowers:
-        with contextlib.suppress(OSError):
-            return os.lstat(lower / rel)
-    return None
-
-
-def drop_mount_points(upper: Path, destinations: list[str], lowers: list[Path]) -> None:
-    """Remove what runc created in ``upper`` to mount over (and parents only it needed).
-
-    An entry goes when it is an empty file or directory at a mount destination that the image
-    did not have; a parent directory goes when it is left empty, is not opaque, and either
-    the image did not have it or has it with the same owner and mode (a copy-up made only to
-    create the mount point). Anything the command itself changed stays.
-    """
-    for destination in sorted(set(destinations), key=len, reverse=True):
-        parts = [p for p in destination.split("/") if p and p not in (".", "..")]
-        if not parts:
-            continue
-        rel = "/".join(parts)
-        path = upper / rel
-        try:
-            st = os.lstat(path)
-        except OSError:
-            continue
-        if _lower_stat(lowers, rel) is not None:
-            continue
-        if stat.S_ISREG(st.st_mode) and st.st_size == 0:
-            path.unlink()
-        elif stat.S_ISDIR(st.st_mode) and _is_empty(path):
-            path.rmdir()
-        else:
-            continue
-        while len(parts) > 1:
-            parts.pop()
-            rel = "/".join(parts)
-            path = upper / rel
-            try:
-                st = os.lstat(path)
-            except OSError:
-                break
-            if not stat.S_ISDIR(st.st_mode) or not _is_empty(path) or _opaque(path):
-                break
-            below = _lower_stat(lowers, rel)
-            if below is not None and (
-                below.st_mode != st.st_mode or below.st_uid != st.st_uid or below.st_gid != st.st_gid
-            ):
-                break
-            path.rmdir()
-
-
-def _opaque(path: Path) -> bool:
-    try:
-        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
 
 
 def resolve_chown(root: Path, spec: str) -> tuple[int, int]:
