@@ -38,23 +38,28 @@ def split(path: str) -> list[str]:
 
 
 def ensure_dir(root: Path, path: str, owner: Owner | None = Owner(), mode: int = 0o755) -> Path:
-    """``mkdir -p`` of ``path`` inside ``root``; new directories get ``owner`` and ``mode``."""
-    current = ""
-    resolved = Path(root)
-    for part in split(path):
-        current = f"{current}/{part}"
-        resolved = resolve_in_root(root, current)
+    """``mkdir -p`` of ``path`` inside ``root``; new directories get ``owner`` and ``mode``.
+
+    Symlinks on the way are followed inside the root first (a chroot's ``mkdir -p`` through a
+    symlink to a missing directory creates that directory), then what is missing is made.
+    """
+    resolved = resolve_in_root(root, path).relative_to(root)
+    current = Path(root)
+    for part in resolved.parts:
+        current = current / part
         try:
-            st = os.lstat(resolved)
+            st = os.lstat(current)
         except FileNotFoundError:
-            os.mkdir(resolved, mode)
-            os.chmod(resolved, mode)
+            os.mkdir(current, mode)
+            os.chmod(current, mode)
             if owner is not None:
-                os.lchown(resolved, owner.uid, owner.gid)
+                os.lchown(current, owner.uid, owner.gid)
             continue
         if not stat.S_ISDIR(st.st_mode):
-            raise InvalidArgument(f"cannot create directory {current}: a file of that name exists")
-    return resolved
+            raise InvalidArgument(
+                f"cannot create directory {path}: {'/'.join(resolved.parts)} is not a directory"
+            )
+    return current
 
 
 def _clear(target: Path, new_is_dir: bool) -> None:

@@ -197,6 +197,8 @@ class _Processor:
             raise SubstitutionError("syntax error: bad substitution")
         name = self.name()
         ch = self.next()
+        if not ch:
+            raise SubstitutionError("syntax error: missing '}'")
         if ch == "}":
             return self.lookup(name)[0]
         if ch in (":", "+", "-", "?", "#", "%"):
