@@ -168,8 +168,12 @@ def _log_since(value: str | None) -> int | None:
         return None
     try:
         return int(float(value) * 1e9)
-    except ValueError:
+    except (ValueError, OverflowError):
+        pass
+    try:
         return int(parse_time(value) * 1e9)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(f"invalid timestamp {value!r}: use Unix seconds or RFC 3339") from None
 
 
 async def logs(request: web.Request) -> web.StreamResponse:

@@ -39,6 +39,8 @@ def _path(request: web.Request) -> str:
     path = request.query.get("path", "")
     if not path:
         raise InvalidArgument("path is required")
+    if "\x00" in path:
+        raise InvalidArgument("invalid path: it contains a NUL byte")
     return path
 
 

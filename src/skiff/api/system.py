@@ -207,13 +207,13 @@ def _parse_ts(value: str | None) -> int | None:
         return None
     try:
         return int(float(value) * 1e9)
-    except ValueError:
+    except (ValueError, OverflowError):
         pass
     from skiff.api.render import parse_time
 
     try:
         return int(parse_time(value) * 1e9)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise InvalidArgument(f"invalid timestamp {value!r}: use Unix seconds or RFC 3339") from None
 
 

@@ -217,7 +217,9 @@ async def top(pids: Sequence[int], ps_args: str = "-ef") -> tuple[list[str], lis
     )
     out, err = await proc.communicate()
     if proc.returncode != 0:
-        raise RuntimeFailure(f"ps {ps_args}: {err.decode(errors='replace').strip()}")
+        # ps refuses only its arguments (the caller's ps_args): a client error, not ours.
+        first = next((line for line in err.decode(errors="replace").splitlines() if line.strip()), "failed")
+        raise InvalidArgument(f"ps {ps_args}: {first.strip()}")
     lines = out.decode(errors="replace").splitlines()
     if not lines:
         return [], []
