@@ -7,6 +7,7 @@ made by trustme, and talk to it with the stdlib ``ssl`` client: no root, no daem
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import ssl
 from collections.abc import Callable
@@ -297,3 +298,16 @@ def test_plain_http_on_the_tls_port_gets_gos_400(pki: Path) -> None:
             return _recv_all(plain)
 
     assert _serve(pki, True, client) == PLAIN_HTTP_ANSWER
+
+
+def test_config_file_uses_daemon_json_keys_and_flags_win(tmp_path: Path) -> None:
+    settings = {"hosts": ["tcp://127.0.0.1:2376"], "tlsverify": True, "tlscacert": "/c/ca.pem"}
+    path = tmp_path / "skiffd.json"
+    path.write_text(json.dumps(settings))
+    config = build_config(parse_args(["--config", str(path)]))
+    assert (config.hosts, config.tlsverify, config.tlscacert) == (
+        ("tcp://127.0.0.1:2376",),
+        True,
+        Path("/c/ca.pem"),
+    )
+    assert build_config(parse_args(["--config", str(path), "--tlsverify=false"])).tlsverify is False
