@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
+from skiff import failpoints
 from skiff.engine.containers import ContainerService
 from skiff.engine.events import EventBus
 from skiff.engine.model import Container
@@ -246,6 +247,7 @@ class ContainerFS:
                 await self.volumes.prepare_for_start(c, rootfs)
             view = await asyncio.to_thread(RootView, rootfs, mounts)
             stack.callback(view.close)
+            failpoints.hit("ctrfs-after-mount")
             yield c, view
 
     # -- docker cp -----------------------------------------------------------------------------
@@ -358,36 +360,37 @@ class ContainerFS:
             async with self.containers.lifecycle_lock(c.id):
                 c = self.containers.get(c.id)
                 diff_id = await asyncio.to_thread(self._commit_layer, c.id, self.images.top_layer(image))
+            now = utc_now()
+            entry = HistoryEntry(
+                created=now,
+                created_by=" ".join(c.spec.cmd),
+                comment=req.comment,
+                author=req.author,
+                empty_layer=diff_id is None,
+            )
+            record = await asyncio.to_thread(
+                self.images.create_image,
+                config,
+                [*image.diff_ids, *([diff_id] if diff_id else [])],
+                history=(*image.history, entry),
+                author=req.author,
+                comment=req.comment,
+                parent=image.id,
+                created=now,
+                repo_tags=tags,
+                architecture=image.architecture,
+                os_name=image.os,
+            )
+            self.containers.publish(
+                c, "commit", comment=req.comment, imageID=record.id, imageRef=tags[0] if tags else ""
+            )
+            for tag in tags:
+                self.events.publish("image", "tag", record.id, name=tag)
         finally:
+            # As dockerd, whose deferred unpause follows the commit event.
             if paused_here:
                 with contextlib.suppress(SkiffError):
                     await self.containers.unpause(c.id)
-        now = utc_now()
-        entry = HistoryEntry(
-            created=now,
-            created_by=" ".join(c.spec.cmd),
-            comment=req.comment,
-            author=req.author,
-            empty_layer=diff_id is None,
-        )
-        record = await asyncio.to_thread(
-            self.images.create_image,
-            config,
-            [*image.diff_ids, *([diff_id] if diff_id else [])],
-            history=(*image.history, entry),
-            author=req.author,
-            comment=req.comment,
-            parent=image.id,
-            created=now,
-            repo_tags=tags,
-            architecture=image.architecture,
-            os_name=image.os,
-        )
-        self.containers.publish(
-            c, "commit", comment=req.comment, imageID=record.id, imageRef=tags[0] if tags else ""
-        )
-        for tag in tags:
-            self.events.publish("image", "tag", record.id, name=tag)
         return record
 
     def _commit_layer(self, cid: str, parent_chain: str | None) -> str | None:
