@@ -117,6 +117,11 @@ def qint(request: web.Request, name: str, default: int | None = None) -> int | N
         raise InvalidArgument(f"invalid value for {name}: {value!r} is not an integer") from None
 
 
+def clamp_ns(value: int) -> int:
+    """A nanosecond timestamp kept inside int64 (what SQLite and Go's time can hold)."""
+    return max(-(2**63), min(value, 2**63 - 1))
+
+
 def qfilters(request: web.Request) -> dict[str, list[str]]:
     """Docker's ``filters`` query: {"key": ["v"]} or the old {"key": {"v": true}}."""
     raw = request.query.get("filters")

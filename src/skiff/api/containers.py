@@ -11,7 +11,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from skiff.api.app import Routes, engine_of, qbool, qfilters, qint, read_json
+from skiff.api.app import Routes, clamp_ns, engine_of, qbool, qfilters, qint, read_json
 from skiff.api.convert import spec_from_create, update_host_config
 from skiff.api.filters import check_container_filters, container_matches
 from skiff.api.render import container_inspect, container_summary, parse_time
@@ -167,11 +167,11 @@ def _log_since(value: str | None) -> int | None:
     if not value or value == "0":
         return None
     try:
-        return int(float(value) * 1e9)
+        return clamp_ns(int(float(value) * 1e9))
     except (ValueError, OverflowError):
         pass
     try:
-        return int(parse_time(value) * 1e9)
+        return clamp_ns(int(parse_time(value) * 1e9))
     except (ValueError, OverflowError):
         raise InvalidArgument(f"invalid timestamp {value!r}: use Unix seconds or RFC 3339") from None
 
@@ -184,6 +184,8 @@ async def logs(request: web.Request) -> web.StreamResponse:
         raise InvalidArgument("Bad parameters: you must choose at least one stream")
     tail_raw = request.query.get("tail", "all")
     tail = None if tail_raw in ("all", "") else int(tail_raw) if tail_raw.lstrip("-").isdigit() else None
+    if tail is not None and (tail < 0 or tail > 2**31):  # dockerd: a negative tail means all
+        tail = None
     since, until = _log_since(request.query.get("since")), _log_since(request.query.get("until"))
     stamps = qbool(request, "timestamps")
     follow = qbool(request, "follow")

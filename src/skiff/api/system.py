@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from skiff import __version__
-from skiff.api.app import API_VERSION, MIN_API_VERSION, Routes, engine_of, qfilters
+from skiff.api.app import API_VERSION, MIN_API_VERSION, Routes, clamp_ns, engine_of, qfilters
 from skiff.api.filters import event_matches
 from skiff.errors import InvalidArgument
 from skiff.types.codec import to_plain
@@ -206,13 +206,13 @@ def _parse_ts(value: str | None) -> int | None:
     if not value:
         return None
     try:
-        return int(float(value) * 1e9)
+        return clamp_ns(int(float(value) * 1e9))
     except (ValueError, OverflowError):
         pass
     from skiff.api.render import parse_time
 
     try:
-        return int(parse_time(value) * 1e9)
+        return clamp_ns(int(parse_time(value) * 1e9))
     except (ValueError, OverflowError):
         raise InvalidArgument(f"invalid timestamp {value!r}: use Unix seconds or RFC 3339") from None
 
