@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from typing import BinaryIO
 
 from skiff.errors import Forbidden, InvalidArgument
-from skiff.fs.scoped import Resolved, RootView, components, reopen
+from skiff.fs.scoped import Resolved, RootView, components, reopen, rmtree_at
 
 _CHUNK = 1 << 20
 _DIR_CACHE = 256
@@ -456,7 +456,7 @@ class _Unpacker:
                     self.dirs.append(("/".join(parts), m))
                     return
                 if is_dir:
-                    _rmtree_at(parent.fd, name)
+                    rmtree_at(parent.fd, name)
                     stale = True
                 else:
                     os.unlink(name, dir_fd=parent.fd)
@@ -560,19 +560,6 @@ class _Unpacker:
 
 def _mtime_ns(m: tarfile.TarInfo) -> int:
     return int(m.mtime * 1_000_000_000)
-
-
-def _rmtree_at(parent_fd: int, name: str) -> None:
-    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
-    try:
-        for entry in os.scandir(fd):
-            if entry.is_dir(follow_symlinks=False):
-                _rmtree_at(fd, entry.name)
-            else:
-                os.unlink(entry.name, dir_fd=fd)
-    finally:
-        os.close(fd)
-    os.rmdir(name, dir_fd=parent_fd)
 
 
 def extraction_point(view: RootView, path: str) -> Resolved:

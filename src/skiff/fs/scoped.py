@@ -273,6 +273,20 @@ class RootView:
         return Resolved(where, fd, _dup(directory.fd), directory.mount)
 
 
+def rmtree_at(parent_fd: int, name: str) -> None:
+    """Remove directory ``name`` in ``parent_fd`` and everything in it, never following a symlink."""
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+    try:
+        for entry in os.scandir(fd):
+            if entry.is_dir(follow_symlinks=False):
+                rmtree_at(fd, entry.name)
+            else:
+                os.unlink(entry.name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent_fd)
+
+
 def _close(fd: int) -> None:
     if fd >= 0:
         os.close(fd)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from skiff.errors import InvalidArgument
+from skiff.fs.scoped import rmtree_at
 from skiff.images.tarsplit import SplitRecorder
 
 WHITEOUT_PREFIX = ".wh."
@@ -173,22 +174,9 @@ class _Extractor:
             self.split.removed(parts)
         if stat.S_ISDIR(st.st_mode):
             self.forget(parts)
-            _rmtree_at(parent_fd, name)
+            rmtree_at(parent_fd, name)
         else:
             os.unlink(name, dir_fd=parent_fd)
-
-
-def _rmtree_at(parent_fd: int, name: str) -> None:
-    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent_fd)
-    try:
-        for entry in os.scandir(fd):
-            if entry.is_dir(follow_symlinks=False):
-                _rmtree_at(fd, entry.name)
-            else:
-                os.unlink(entry.name, dir_fd=fd)
-    finally:
-        os.close(fd)
-    os.rmdir(name, dir_fd=parent_fd)
 
 
 def _set_attrs(ex: _Extractor, parent_fd: int, name: str, m: tarfile.TarInfo) -> None:
