@@ -59,6 +59,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except SkiffError as exc:
         if exc.status >= 500:
             log.warning("%s %s: %s", request.method, request.path, exc)
+        if request.get(_PREPARED):
+            log.warning("%s %s failed after its response began: %s", request.method, request.path, exc)
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=exc.status)  # never written: the connection is closed
         return error_response(exc.status, exc.message)
     except web.HTTPException as exc:
         if exc.status == 404 and exc.text and exc.text.startswith("404"):
@@ -72,10 +77,19 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         raise
     except Exception as exc:
         log.exception("internal error on %s %s", request.method, request.path)
+        if request.get(_PREPARED):
+            # Headers are out: another response would land inside the body. End the stream.
+            if request.transport is not None:
+                request.transport.close()
+            raise
         return error_response(500, f"internal error: {exc}")
 
 
+_PREPARED = "skiff.prepared"
+
+
 async def _add_headers(request: web.Request, response: web.StreamResponse) -> None:
+    request[_PREPARED] = True
     response.headers.setdefault("Api-Version", API_VERSION)
     response.headers.setdefault("Docker-Experimental", "false")
     response.headers.setdefault("Ostype", "linux")
