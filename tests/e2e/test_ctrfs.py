@@ -7,8 +7,11 @@ are removed at its end, even when it fails.
 
 from __future__ import annotations
 
+import bz2
 import contextlib
+import gzip
 import io
+import lzma
 import os
 import pty
 import subprocess
@@ -176,6 +179,20 @@ def test_docker_cp_with_a_stopped_container_and_its_volume(daemon: Daemon, tmp_p
             assert not [line for line in f if cid in line]
 
 
+def test_docker_cp_owners_with_and_without_archive_mode(daemon: Daemon, tmp_path: Path) -> None:
+    with cleanup(daemon) as (containers, _):
+        name = unique_name()
+        containers.append(name)
+        dk_ok(daemon, "run", "-d", "--name", name, "-u", "1234:5678", *NONE, "busybox", "sleep", "300")
+        f = tmp_path / "owned"
+        f.write_text("x")
+        os.chown(f, 4321, 4321)
+        dk_ok(daemon, "cp", str(f), f"{name}:/tmp/kept")  # the archive's owner, as dockerd
+        dk_ok(daemon, "cp", "-a", str(f), f"{name}:/tmp/mapped")  # the container's user
+        out = dk_ok(daemon, "exec", name, "stat", "-c", "%u:%g", "/tmp/kept", "/tmp/mapped")
+        assert out.split() == ["4321:4321", "1234:5678"]
+
+
 def test_docker_cp_errors(daemon: Daemon, tmp_path: Path) -> None:
     with cleanup(daemon) as (containers, _):
         name, ro = unique_name(), unique_name()
@@ -295,6 +312,14 @@ def test_docker_py_archive_api(daemon: Daemon) -> None:
         api.start(c2)
         api.wait(c2)
         assert api.logs(c2).strip() == b"Deaf To All But The Song"
+        # Compressed bodies are accepted too (gzip, bzip2, xz).
+        plain = _tar_of({"z.txt": b"compressed"})
+        for compress in (gzip.compress, bz2.compress, lzma.compress):
+            assert api.put_archive(c2, "/", compress(plain))
+        strm, _ = api.get_archive(c2, "/z.txt")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(strm))) as tf:
+            member = tf.extractfile("z.txt")
+            assert member is not None and member.read() == b"compressed"
         with pytest.raises(docker.errors.NotFound):
             api.get_archive(c, "/does/not/exist")
         with pytest.raises(docker.errors.APIError) as bad:
