@@ -16,23 +16,17 @@ ARGs in effect for RUN, the content hash of ADD/COPY sources) plus COPY's flags.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import shutil
 import signal
-import stat
-import tarfile
 import tempfile
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field, replace
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from skiff.build.context import BuildContext, Source, content_hash, resolve_sources
+from skiff.build.copy import copy_into, download
 from skiff.build.dispatch import (
     BuildArgs,
     StageState,
@@ -44,7 +38,7 @@ from skiff.build.dispatch import (
     run_created_by,
     workdir,
 )
-from skiff.build.fs import Owner, copy_entry, copy_tree, ensure_dir, extract_tar, split
+from skiff.build.fs import ensure_dir
 from skiff.build.instructions import (
     Arg,
     Command,
@@ -60,7 +54,7 @@ from skiff.build.instructions import (
 )
 from skiff.build.parser import Node
 from skiff.build.shell import ShellLex
-from skiff.engine.build_steps import StepRunner, finish_in_thread, resolve_chown
+from skiff.engine.build_steps import StepRunner, finish_in_thread
 from skiff.engine.containers import ContainerService
 from skiff.engine.images import ImageService
 from skiff.errors import Conflict, InvalidArgument, NotFound
@@ -455,11 +449,15 @@ class BuildService:
             return
         image = cur.image
 
+        def mkdir(root: Path) -> None:
+            ensure_dir(root, path)
+
         def make() -> str | None:
+            # Docker makes a missing WORKDIR (a layer); an existing one costs nothing.
             with self.steps.view(job.directory, image) as root:
                 if resolve_in_root(root, path).is_dir():
                     return None
-            return self.steps.change(job.directory, image, lambda root: _mkdir(root, path))
+            return self.steps.change(job.directory, image, mkdir)
 
         diff_id = await finish_in_thread(make)
         await self._commit(job, cur, created_by, diff_id, key, out)
@@ -507,7 +505,7 @@ class BuildService:
             diff = self.steps.change(
                 job.directory,
                 image,
-                lambda target: _copy_into(
+                lambda target: copy_into(
                     target,
                     found,
                     dest,
@@ -555,31 +553,9 @@ class BuildService:
             ) from None
 
     async def _download(self, job: BuildJob, url: str) -> Source:
-        """ADD <url>: fetch into the job directory (mode 0600, mtime from Last-Modified)."""
-        name = Path(urllib.parse.urlparse(url).path).name
-        target = Path(tempfile.mkdtemp(prefix="download-", dir=job.directory)) / (name or "download")
-
-        def fetch() -> None:
-            request = urllib.request.Request(url, headers={"User-Agent": "skiff-builder"})
-            try:
-                with urllib.request.urlopen(request, timeout=60) as response, open(target, "wb") as f:
-                    total = 0
-                    while chunk := response.read(1024 * 1024):
-                        total += len(chunk)
-                        if total > _DOWNLOAD_LIMIT:
-                            raise InvalidArgument(f"ADD {url}: larger than {_DOWNLOAD_LIMIT} bytes")
-                        f.write(chunk)
-                    modified = response.headers.get("Last-Modified")
-            except OSError as exc:
-                raise NotFound(f"failed to get {url}: {exc}") from None
-            os.chmod(target, 0o600)
-            if modified:
-                with contextlib.suppress(TypeError, ValueError):
-                    stamp = parsedate_to_datetime(modified).timestamp()
-                    os.utime(target, (stamp, stamp))
-
-        await finish_in_thread(fetch)
-        return Source(target, name, False)
+        """ADD <url>: fetched into the job's directory."""
+        directory = Path(tempfile.mkdtemp(prefix="download-", dir=job.directory))
+        return await finish_in_thread(lambda: download(url, directory))
 
     # -- prune ---------------------------------------------------------------------------------
 
@@ -628,10 +604,6 @@ def _check_signal(value: str) -> None:
     raise InvalidArgument(f"Invalid signal: {value}")
 
 
-def _mkdir(root: Path, path: str) -> None:
-    ensure_dir(root, path)
-
-
 def _with_labels(stage: Stage, labels: dict[str, str], escape: str) -> Stage:
     """``--label``: one more LABEL at the end of the last stage, as Docker appends it."""
 
@@ -642,44 +614,3 @@ def _with_labels(stage: Stage, labels: dict[str, str], escape: str) -> Stage:
     text = "LABEL " + " ".join(f"{json.dumps(k)}='{v}'" for k, v in sorted(labels.items()))
     node = Node(keyword="LABEL", args=tuple(x for p in pairs for x in p), original=text)
     return replace(stage, instructions=(*stage.instructions, KeyValues(node, pairs=pairs)))
-
-
-def _copy_into(
-    root: Path,
-    sources: list[Source],
-    dest: str,
-    working_dir: str,
-    chown: str,
-    chmod: int | None,
-    add: bool,
-    downloads: set[Source],
-) -> None:
-    """COPY/ADD semantics: directories' contents, files into a directory or as the destination."""
-    owner = Owner(*resolve_chown(root, chown)) if chown else Owner()
-    into_dir = dest.endswith("/") or dest in (".", "..") or dest.endswith("/.")
-    if not dest.startswith("/"):
-        dest = (working_dir or "/").rstrip("/") + "/" + dest
-    path = "/" + "/".join(split(dest))
-    for source in sources:
-        st = os.stat(source.path) if source.is_dir else os.lstat(source.path)
-        if source.is_dir:
-            copy_tree(source.path, root, path, owner, chmod)
-            continue
-        if add and source not in downloads and stat.S_ISREG(st.st_mode) and _is_archive(source.path):
-            ensure_dir(root, path, owner)
-            with open(source.path, "rb") as f:
-                extract_tar(f, root, None, path)
-            continue
-        target = path
-        if into_dir or resolve_in_root(root, path).is_dir():
-            ensure_dir(root, path, owner)
-            target = f"{path.rstrip('/')}/{source.name}"
-        copy_entry(source.path, st, root, target, owner, chmod)
-
-
-def _is_archive(path: Path) -> bool:
-    try:
-        with tarfile.open(path, "r:*") as tf:
-            return tf.next() is not None
-    except (tarfile.TarError, EOFError, OSError):
-        return False

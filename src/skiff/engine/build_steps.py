@@ -26,11 +26,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from skiff.engine.containers import AttachRequest, ContainerService
-from skiff.errors import InvalidArgument, SkiffError
+from skiff.errors import SkiffError
 from skiff.fs.overlay import runtime_only_paths
-from skiff.fs.scoped import resolve_in_root
 from skiff.images.imagestore import ImageStore
-from skiff.runtime.user import resolve_groups, resolve_user
 from skiff.store.snapshots import OverlaySnapshotter, mount_all, unmount
 from skiff.types import ContainerSpec
 from skiff.types.image import ImageRecord
@@ -218,26 +216,3 @@ def _lower_dirs(snapshotter: OverlaySnapshotter, image: ImageRecord) -> list[Pat
         if m.type == "bind":
             return [Path(m.source)]
     return []
-
-
-def resolve_chown(root: Path, spec: str) -> tuple[int, int]:
-    """``--chown=user[:group]`` against the image's own passwd and group files.
-
-    Docker's rule: without a group, the user string is also looked up as the group.
-    """
-    user, _, group = spec.partition(":")
-    if not user:
-        raise InvalidArgument(f"invalid --chown value {spec!r}: no user")
-    try:
-        uid = resolve_user(root, user)[0]
-        gid = resolve_groups(root, [group or user])[0]
-    except InvalidArgument as exc:
-        raise InvalidArgument(
-            f"unable to convert uid/gid chown string to host mapping: {exc.message}"
-        ) from None
-    return uid, gid
-
-
-def exists_dir(root: Path, path: str) -> bool:
-    """True if ``path`` is a directory in the mounted root ``root``."""
-    return resolve_in_root(root, path).is_dir()
