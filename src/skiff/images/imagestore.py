@@ -210,7 +210,7 @@ class ImageStore:
             raise DataCorruption(
                 f"layer {diff_id} cannot be exported byte for byte: it was imported without a "
                 f"tar-split (an older skiff) and a fresh tar of its files hashes to {result.diff_id}; "
-                "import or pull the image again to export it"
+                "import, load or bootstrap the same image again (that gives the layer one) to export it"
             )
 
         def chunks() -> Iterator[bytes]:
