@@ -26,13 +26,30 @@ class BodyReader:
     streamed into the container, never held in memory or spooled to disk.
     """
 
+    _FETCH = 1 << 20  # tarfile reads 10 KiB at a time: one hop to the loop per MiB, not per read
+
     def __init__(self, request: web.Request, loop: asyncio.AbstractEventLoop) -> None:
         self._content = request.content
         self._loop = loop
+        self._buf = bytearray()
+        self._eof = False
+
+    def _fetch(self) -> None:
+        coro = self._content.read(self._FETCH)
+        data = asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        if data:
+            self._buf += data
+        else:
+            self._eof = True
 
     def read(self, n: int = -1) -> bytes:
-        coro = self._content.read(n if n is not None and n >= 0 else -1)
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        while not self._eof and (n is None or n < 0 or len(self._buf) < n):
+            self._fetch()
+        if n is None or n < 0:
+            n = len(self._buf)
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
+        return data
 
 
 def _path(request: web.Request) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import threading
@@ -52,7 +53,8 @@ from skiff.types.image import HistoryEntry
 
 log = logging.getLogger("skiff.engine.ctrfs")
 
-_CHUNK = 1 << 16
+_CHUNK = 1 << 20
+_F_SETPIPE_SZ = 1031  # fcntl: a pipe's capacity (Linux)
 _NETWORK_FILES = ("hostname", "hosts", "resolv.conf")
 _HOST_TROUBLE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM})
 
@@ -79,12 +81,14 @@ class PipeStream:
 
     def __init__(self, produce: Callable[[BinaryIO], None]) -> None:
         r, w = os.pipe()
+        with contextlib.suppress(OSError):  # bigger hops between the thread and the loop
+            fcntl.fcntl(w, _F_SETPIPE_SZ, _CHUNK)
         self._r = r
         self._error: BaseException | None = None
 
         def run() -> None:
             try:
-                with open(w, "wb") as out:
+                with open(w, "wb", buffering=_CHUNK) as out:
                     produce(out)
             except BrokenPipeError:
                 pass
