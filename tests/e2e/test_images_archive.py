@@ -359,3 +359,61 @@ def test_import_from_loopback_url_and_refusal_elsewhere(daemon: Daemon) -> None:
     finally:
         with contextlib.suppress(docker.errors.APIError):
             api.remove_image("test/import-from-url", force=True)
+
+
+# -- bad input: never a 500 -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "names, status",
+    [
+        (["skiff-nope"], 404),
+        ([""], 404),
+        (["UPPER/Case"], 404),
+        (["../../etc/passwd"], 404),
+        (["busybox@sha256:" + "0" * 64], 404),
+        (["sha256:" + "0" * 64], 404),
+        (["a" * 300], 404),
+    ],
+)
+def test_save_bad_names(daemon: Daemon, names: list[str], status: int) -> None:
+    api = daemon.client()
+    resp = api._get(api._url("/images/get"), params={"names": names}, stream=True)
+    assert resp.status_code == status, resp.text
+    assert "message" in resp.json()
+
+
+def test_save_unknown_format_is_400(daemon: Daemon) -> None:
+    api = daemon.client()
+    resp = api._get(api._url("/images/busybox/get"), params={"format": "zip"})
+    assert resp.status_code == 400
+    assert "unknown archive format" in resp.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"\x1f\x8b\x08\x00garbage",
+        b"\x28\xb5\x2f\xfd zstd",
+        tiny_rootfs({"manifest.json": b"{not json"}),
+        tiny_rootfs({"manifest.json": b'[{"Config": "c", "Layers": ["l"]}]', "c": b'{"config": 1}'}),
+        tiny_rootfs(
+            {"index.json": b'{"schemaVersion": 2, "manifests": [{"digest": "sha256:..", "size": 1}]}'}
+        ),
+        tiny_rootfs(
+            {
+                "index.json": b'{"schemaVersion": 2, "manifests": [{"digest": "sha256:'
+                + b"a" * 64
+                + b'", "size": 1}]}'
+            }
+        ),
+    ],
+)
+def test_load_bad_bodies_answer_in_stream(daemon: Daemon, body: bytes) -> None:
+    api = daemon.client()
+    resp = api._post(api._url("/images/load"), data=body, params={"quiet": "1"})
+    assert resp.status_code == 200
+    lines = [json.loads(line) for line in resp.text.splitlines() if line.strip()]
+    assert lines and "error" in lines[-1], lines
+    assert "internal error" not in lines[-1]["error"]
