@@ -64,4 +64,5 @@ bench: deps venv
 	$(PY) -m bench.churn --seconds 20 --rounds 2 --clients 8
 	$(PY) -m bench.memory --count 100
 	$(PY) -m bench.ps_latency --containers 1000 --runs 30
+	$(PY) -m bench.build --runs 20
 	$(PY) -m bench.report
