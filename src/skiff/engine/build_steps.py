@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from skiff.engine.containers import AttachRequest, ContainerService
+from skiff.engine.containers import ContainerService
 from skiff.errors import SkiffError
 from skiff.fs.overlay import runtime_only_paths
 from skiff.images.imagestore import ImageStore
@@ -89,27 +89,27 @@ class StepRunner:
         try:
             await on_start(c.id)
             # Attach before start (as `docker run` does), so the first bytes are not lost.
-            attach = AttachRequest()
-            self.containers._pending_attach.setdefault(c.id, []).append(attach)
+            attach = self.containers.attach_at_start(c.id)
             exited = self.containers.wait_future(c.id, "next-exit")
             try:
                 await self.containers.start(c.id)
             except SkiffError as exc:
-                if not attach.stream.done():
-                    attach.stream.cancel()
+                if not attach.done():
+                    attach.cancel()
+                elif not attach.cancelled():
+                    attach.exception()  # retrieved: the start's own error is reported
                 code = await exited if exited.done() else 1
                 raise StepFailed(exc.message, code or 1) from exc
-            stream = await attach.stream
+            stream = await attach
             try:
                 while (item := await stream.read()) is not None:
                     await output(*item)
             finally:
                 stream.close()
             code = await exited
-            # The exit handler still holds the container's lock while it releases the runtime
-            # and unmounts the root; the upper directory is ours once it lets go.
-            async with self.containers._lock(c.id):
-                pass
+            # The exit is reported before the runtime is released and the root unmounted; the
+            # upper directory is ours once that is done.
+            await self.containers.settled(c.id)
             if code != 0:
                 argv = " ".join((*spec.entrypoint, *spec.cmd)).strip()
                 raise StepFailed(f"The command '{argv}' returned a non-zero code: {code}", code)

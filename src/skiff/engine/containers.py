@@ -680,9 +680,22 @@ class ContainerService:
         c = self.get(ref)
         if c.state.status in ("running", "paused"):
             return await self.runtime.attach(c.id)
+        return await self.attach_at_start(c.id)
+
+    def attach_at_start(self, ref: str) -> asyncio.Future[AttachStream]:
+        """An attach connected when the container next starts (before its process runs, so no
+        output is lost); a failed start fails it. Registered now, before any await."""
+        c = self.get(ref)
         req = AttachRequest()
         self._pending_attach.setdefault(c.id, []).append(req)
-        return await req.stream
+        return req.stream
+
+    async def settled(self, ref: str) -> None:
+        """Wait until no lifecycle change of the container is in progress: after its exit has
+        been reported, until the runtime is released and its root filesystem unmounted."""
+        c = self.get(ref)
+        async with self._lock(c.id):
+            pass
 
     async def resize(self, ref: str, height: int, width: int) -> None:
         c = self.get(ref)
