@@ -65,4 +65,5 @@ bench: deps venv
 	$(PY) -m bench.memory --count 100
 	$(PY) -m bench.ps_latency --containers 1000 --runs 30
 	$(PY) -m bench.build --runs 20
+	$(PY) -m bench.docker_cli --containers 100 --runs 50
 	$(PY) -m bench.report
