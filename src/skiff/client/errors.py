@@ -114,7 +114,9 @@ def mapped_errors(host: str) -> Iterator[None]:
         status = exc.status_code or 500
         raise _daemon_error(status, api_error_message(exc)) from exc
     except requests.exceptions.SSLError as exc:
-        raise errors.Unavailable(f"TLS error talking to the skiff daemon at {host}: {tls_reason(exc)}") from exc
+        raise errors.Unavailable(
+            f"TLS error talking to the skiff daemon at {host}: {tls_reason(exc)}"
+        ) from exc
     except requests.exceptions.ConnectionError as exc:
         raise unavailable(host) from exc
     except docker.errors.DockerException as exc:
