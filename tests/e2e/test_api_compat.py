@@ -204,3 +204,46 @@ def test_link_local_ips_and_endpoint_driver_opts(api: docker.APIClient) -> None:
 def test_version_names_min_api_version_in_the_engine_component(api: docker.APIClient) -> None:
     engine = next(c for c in api.version()["Components"] if c["Name"] == "Engine")
     assert engine["Details"]["MinAPIVersion"] == "1.24" and engine["Details"]["Os"] == "linux"
+
+
+def test_ipv6_networks_are_dual_stack(api: docker.APIClient) -> None:
+    ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet="fd00:5ee:1::/64")])
+    net = api.create_network("skiff-test-v6", enable_ipv6=True, ipam=ipam)["Id"]
+    api._skiff_nets.append(net)  # type: ignore[attr-defined]
+    info = api.inspect_network(net)
+    assert info["EnableIPv6"] is True
+    subnets = [c["Subnet"] for c in info["IPAM"]["Config"]]
+    assert "fd00:5ee:1::/64" in subnets and any("." in s for s in subnets)  # an IPv4 subnet too, as dockerd
+    server = create(
+        api,
+        "sleep",
+        "9999",
+        host_config=api.create_host_config(network_mode="skiff-test-v6"),
+        networking_config=api.create_networking_config(
+            {"skiff-test-v6": api.create_endpoint_config(ipv6_address="fd00:5ee:1::f00d")}
+        ),
+    )
+    api.start(server)
+    ep = api.inspect_container(server)["NetworkSettings"]["Networks"]["skiff-test-v6"]
+    assert ep["GlobalIPv6Address"] == "fd00:5ee:1::f00d" and ep["GlobalIPv6PrefixLen"] == 64
+    assert ep["IPv6Gateway"] == "fd00:5ee:1::1" and ep["IPAddress"]
+    client = create(
+        api,
+        "ping",
+        "-6",
+        "-c",
+        "1",
+        "-W",
+        "5",
+        "fd00:5ee:1::f00d",
+        host_config=api.create_host_config(network_mode="skiff-test-v6"),
+    )
+    api.start(client)
+    assert api.wait(client, timeout=30)["StatusCode"] == 0, api.logs(client).decode()
+    members = api.inspect_network(net)["Containers"]
+    assert members[server]["IPv6Address"] == "fd00:5ee:1::f00d/64"
+    with pytest.raises(docker.errors.APIError, match="needs IPv6 enabled"):
+        api.create_network("skiff-test-v6b", ipam=ipam)
+    with pytest.raises(docker.errors.APIError, match="user defined networks only"):
+        bad = api.create_networking_config({"bridge": api.create_endpoint_config(ipv6_address="fd00::1")})
+        create(api, "true", networking_config=bad)

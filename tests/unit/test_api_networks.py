@@ -389,7 +389,7 @@ def test_create_body_networking_fields() -> None:
     ("networking", "words"),
     [
         ({"appnet": {"IPAMConfig": {"IPv4Address": "10.213.5.999"}}}, "invalid IPv4 address"),
-        ({"appnet": {"IPAMConfig": {"IPv6Address": "fd00::5"}}}, "IPv6"),
+        ({"appnet": {"IPAMConfig": {"IPv6Address": "fd00::zz"}}}, "invalid IPv6 address"),
         ({"bridge": {"IPAMConfig": {"IPv4Address": "10.211.0.9"}}}, "user defined networks only"),
         ({"default": {"Aliases": ["x"]}}, "user defined networks"),
         ({"appnet": {"MacAddress": "nope"}}, "MAC"),
@@ -648,6 +648,10 @@ def test_route_create() -> None:
         "options": {"com.docker.network.bridge.name": "sk-test"},
         "aux_addresses": {},
         "ipam_options": {},
+        "enable_ipv6": False,
+        "subnet6": "",
+        "gateway6": "",
+        "ip_range6": "",
     }
     status, body, _ = _call(engine, "POST", "/networks/create", json={"Name": "v6", "EnableIPv6": True})
     assert status == 400 and "IPv6" in body["message"]

@@ -255,3 +255,33 @@ def test_parse_add_result_and_port_mappings() -> None:
         and not _valid_mac("02:42:ac:11:00")
         and not _valid_mac("zz:42:ac:11:00:02")
     )
+
+
+def test_dual_stack_bridge_conf_and_add_result() -> None:
+    conf = bridge_conf(
+        BridgeNetwork(
+            cni_name="n",
+            bridge="sk-n",
+            subnet="10.231.0.0/24",
+            gateway="10.231.0.1",
+            subnet6="fd00:5ee:2::/64",
+            gateway6="fd00:5ee:2::1",
+            ip_range6="fd00:5ee:2::/96",
+        ),
+        Path("/tmp/ipam"),
+    )
+    ranges = conf["ipam"]["ranges"]
+    assert ranges[0] == [{"subnet": "10.231.0.0/24", "gateway": "10.231.0.1"}]
+    assert ranges[1][0]["subnet"] == "fd00:5ee:2::/64" and ranges[1][0]["rangeEnd"] == "fd00:5ee:2::ffff:fffe"
+    assert {"dst": "::/0"} in conf["ipam"]["routes"]
+    result = {
+        "interfaces": [{"name": "sk-n"}, {"name": "eth0", "mac": "02:00:00:00:00:01", "sandbox": "/x"}],
+        "ips": [
+            {"interface": 1, "address": "fd00:5ee:2::5/64", "gateway": "fd00:5ee:2::1"},
+            {"interface": 1, "address": "10.231.0.5/24", "gateway": "10.231.0.1"},
+        ],
+    }
+    add = parse_add_result(result, "eth0")
+    assert (add.ip_address, add.prefix_len, add.gateway) == ("10.231.0.5", 24, "10.231.0.1")
+    assert (add.ipv6_address, add.ipv6_prefix_len, add.ipv6_gateway) == ("fd00:5ee:2::5", 64, "fd00:5ee:2::1")
+    assert add.mac_address == "02:00:00:00:00:01"

@@ -142,8 +142,12 @@ def endpoint_config_from_json(value: Any, field: str = "EndpointConfig") -> Endp
             ipaddress.IPv4Address(ipv4)
         except ValueError:
             raise InvalidArgument(f"invalid IPv4 address: {ipv4}") from None
-    if _str(ipam.get("IPv6Address"), f"{field}.IPAMConfig.IPv6Address"):
-        raise InvalidArgument("IPv6 addresses are not supported: skiff networks are IPv4 only")
+    ipv6 = _str(ipam.get("IPv6Address"), f"{field}.IPAMConfig.IPv6Address")
+    if ipv6:
+        try:
+            ipaddress.IPv6Address(ipv6)
+        except ValueError:
+            raise InvalidArgument(f"invalid IPv6 address: {ipv6}") from None
     link_local = _strs(ipam.get("LinkLocalIPs"), f"{field}.IPAMConfig.LinkLocalIPs")
     for ip in link_local:
         try:
@@ -157,6 +161,7 @@ def endpoint_config_from_json(value: Any, field: str = "EndpointConfig") -> Endp
         mac_address=_mac(ep.get("MacAddress"), f"{field}.MacAddress"),
         driver_opts=_map(ep.get("DriverOpts"), f"{field}.DriverOpts"),
         link_local_ips=link_local,
+        ipv6_address=ipv6,
     )
 
 
@@ -173,7 +178,7 @@ def _endpoints(body: JSON) -> dict[str, EndpointConfig]:
     for name, ep in out.items():
         if name in ("bridge", "host", "none"):
             # dockerd's ErrUnsupportedNetworkAndIP / ErrUnsupportedNetworkAndAlias
-            if ep.ipv4_address:
+            if ep.ipv4_address or ep.ipv6_address:
                 raise InvalidArgument("user specified IP address is supported on user defined networks only")
             if ep.aliases:
                 raise InvalidArgument(

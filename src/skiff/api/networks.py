@@ -38,6 +38,10 @@ class NetworkCreate:
     options: dict[str, str] = field(default_factory=dict)
     aux_addresses: dict[str, str] = field(default_factory=dict)
     ipam_options: dict[str, str] | None = None
+    enable_ipv6: bool = False
+    subnet6: str = ""
+    gateway6: str = ""
+    ip_range6: str = ""
 
 
 def _str(body: JSON, key: str) -> str:
@@ -78,6 +82,16 @@ def _check_ipv4(value: str, what: str, *, network: bool = False) -> None:
         raise InvalidArgument(f"invalid {what}: {value}") from None
 
 
+def _check_ipv6(value: str, what: str, *, network: bool = False) -> None:
+    try:
+        if network:
+            ipaddress.IPv6Network(value, strict=False)
+        else:
+            ipaddress.IPv6Address(value)
+    except ValueError:
+        raise InvalidArgument(f"invalid IPv6 {what}: {value}") from None
+
+
 def network_create_from_json(body: Any) -> NetworkCreate:
     """Docker's NetworkCreateRequest -> NetworkCreate; what skiff cannot do is refused with a 400."""
     if not isinstance(body, dict):
@@ -90,8 +104,6 @@ def network_create_from_json(body: Any) -> NetworkCreate:
         raise Forbidden(f'only one instance of "{driver}" network is allowed')
     if driver != "bridge":
         raise NotFound(f'plugin "{driver}" not found')
-    if body.get("EnableIPv6"):
-        raise InvalidArgument("IPv6 networks are not supported: skiff networks are IPv4 only")
     if body.get("Ingress"):
         raise InvalidArgument("ingress networks are swarm-mode networks, which skiff does not have")
     if body.get("ConfigOnly") or _obj(body.get("ConfigFrom"), "ConfigFrom").get("Network"):
@@ -104,12 +116,35 @@ def network_create_from_json(body: Any) -> NetworkCreate:
     configs = ipam.get("Config") or []
     if not isinstance(configs, list):
         raise InvalidArgument("invalid value for IPAM.Config: expected a list")
-    if len(configs) > 1:
-        raise InvalidArgument("only one IPAM config (one IPv4 subnet) per network is supported")
+    v4: list[JSON] = []
+    v6: list[JSON] = []
+    for item in configs:
+        config = _obj(item, "IPAM.Config")
+        (v6 if ":" in _str(config, "Subnet") else v4).append(config)
+    if len(v4) > 1 or len(v6) > 1:
+        raise InvalidArgument("at most one IPv4 and one IPv6 subnet per network are supported")
+    enable_ipv6 = body.get("EnableIPv6")
+    if enable_ipv6 is not None and not isinstance(enable_ipv6, bool):
+        raise InvalidArgument("invalid value for EnableIPv6: expected a boolean")
+    subnet6 = gateway6 = ip_range6 = ""
+    if v6:
+        if not enable_ipv6:
+            raise InvalidArgument("an IPv6 subnet needs IPv6 enabled on the network (--ipv6)")
+        subnet6, gateway6, ip_range6 = _str(v6[0], "Subnet"), _str(v6[0], "Gateway"), _str(v6[0], "IPRange")
+        _check_ipv6(subnet6, "subnet", network=True)
+        if ip_range6:
+            _check_ipv6(ip_range6, "ip-range", network=True)
+        if gateway6:
+            _check_ipv6(gateway6, "gateway")
+    elif enable_ipv6:
+        raise InvalidArgument(
+            "could not find an available, non-overlapping IPv6 address pool among the defaults to assign "
+            "to the network: give an IPv6 subnet (--subnet)"
+        )
     subnet = gateway = ip_range = ""
     aux: dict[str, str] = {}
-    if configs:
-        config = _obj(configs[0], "IPAM.Config")
+    if v4:
+        config = v4[0]
         subnet, gateway, ip_range = _str(config, "Subnet"), _str(config, "Gateway"), _str(config, "IPRange")
         if (gateway or ip_range) and not subnet:
             raise InvalidArgument("every ip-range or gateway must have a corresponding subnet")
@@ -137,6 +172,10 @@ def network_create_from_json(body: Any) -> NetworkCreate:
         options=_map(body, "Options"),
         aux_addresses=aux,
         ipam_options=None if ipam_options is None else _map(ipam, "Options"),
+        enable_ipv6=bool(enable_ipv6),
+        subnet6=subnet6,
+        gateway6=gateway6,
+        ip_range6=ip_range6,
     )
 
 
@@ -148,7 +187,7 @@ def endpoint_resource(c: Container, ep: Endpoint) -> JSON:
         "EndpointID": ep.endpoint_id,
         "MacAddress": ep.mac_address,
         "IPv4Address": f"{ep.ip_address}/{ep.prefix_len}" if ep.ip_address else "",
-        "IPv6Address": "",
+        "IPv6Address": f"{ep.ipv6_address}/{ep.ipv6_prefix_len}" if ep.ipv6_address else "",
     }
 
 
@@ -164,6 +203,13 @@ def network_json(rec: NetworkRecord, attached: list[tuple[Container, Endpoint | 
         if rec.aux_addresses:
             entry["AuxiliaryAddresses"] = dict(rec.aux_addresses)
         config.append(entry)
+    if rec.subnet6:
+        entry6: JSON = {"Subnet": rec.subnet6}
+        if rec.ip_range6:
+            entry6["IPRange"] = rec.ip_range6
+        if rec.gateway6:
+            entry6["Gateway"] = rec.gateway6
+        config.append(entry6)
     containers = {c.id: endpoint_resource(c, ep) for c, ep in attached or [] if ep is not None}
     return {
         "Name": rec.name,
@@ -171,7 +217,7 @@ def network_json(rec: NetworkRecord, attached: list[tuple[Container, Endpoint | 
         "Created": rec.created,
         "Scope": "local",
         "Driver": rec.driver,
-        "EnableIPv6": False,
+        "EnableIPv6": rec.enable_ipv6,
         "IPAM": {
             "Driver": "default",
             "Options": None if rec.builtin or rec.ipam_options is None else dict(rec.ipam_options),
@@ -226,6 +272,10 @@ async def create(request: web.Request) -> web.Response:
         options=req.options,
         aux_addresses=req.aux_addresses,
         ipam_options=req.ipam_options,
+        enable_ipv6=req.enable_ipv6,
+        subnet6=req.subnet6,
+        gateway6=req.gateway6,
+        ip_range6=req.ip_range6,
     )
     return web.json_response({"Id": rec.id, "Warning": ""}, status=201)
 

@@ -248,9 +248,9 @@ def _endpoint_json(
         "Gateway": ep.gateway if ep is not None else "",
         "IPAddress": ep.ip_address if ep is not None else "",
         "IPPrefixLen": ep.prefix_len if ep is not None else 0,
-        "IPv6Gateway": "",
-        "GlobalIPv6Address": "",
-        "GlobalIPv6PrefixLen": 0,
+        "IPv6Gateway": ep.ipv6_gateway if ep is not None else "",
+        "GlobalIPv6Address": ep.ipv6_address if ep is not None else "",
+        "GlobalIPv6PrefixLen": ep.ipv6_prefix_len if ep is not None else 0,
         # a configured MAC shows before the container runs (docker-py's connect test reads it)
         "MacAddress": ep.mac_address if ep is not None else cfg.mac_address,
         "DriverOpts": dict(cfg.driver_opts) or None,
@@ -262,6 +262,8 @@ def _endpoint_ipam(cfg: EndpointConfig) -> JSON | None:
     ipam: JSON = {}
     if cfg.ipv4_address:
         ipam["IPv4Address"] = cfg.ipv4_address
+    if cfg.ipv6_address:
+        ipam["IPv6Address"] = cfg.ipv6_address
     if cfg.link_local_ips:
         ipam["LinkLocalIPs"] = list(cfg.link_local_ips)
     return ipam or None
@@ -337,11 +339,11 @@ def network_settings_json(c: Container, networks: Networks | None = None) -> JSO
         "SecondaryIPv6Addresses": None,
         "EndpointID": bridge.get("EndpointID", ""),
         "Gateway": bridge.get("Gateway", ""),
-        "GlobalIPv6Address": "",
-        "GlobalIPv6PrefixLen": 0,
+        "GlobalIPv6Address": bridge.get("GlobalIPv6Address", ""),
+        "GlobalIPv6PrefixLen": bridge.get("GlobalIPv6PrefixLen", 0),
         "IPAddress": bridge.get("IPAddress", ""),
         "IPPrefixLen": bridge.get("IPPrefixLen", 0),
-        "IPv6Gateway": "",
+        "IPv6Gateway": bridge.get("IPv6Gateway", ""),
         "MacAddress": bridge.get("MacAddress", ""),
         "Networks": endpoints,
     }

@@ -204,6 +204,10 @@ class NetworkService:
         options: Mapping[str, str] | None = None,
         aux_addresses: Mapping[str, str] | None = None,
         ipam_options: Mapping[str, str] | None = None,
+        enable_ipv6: bool = False,
+        subnet6: str = "",
+        gateway6: str = "",
+        ip_range6: str = "",
     ) -> NetworkRecord:
         if not name:
             raise InvalidArgument("network name is required")
@@ -219,6 +223,9 @@ class NetworkService:
             net = self._choose_subnet(subnet)
             gw = self._gateway(net, gateway)
             rng = self._ip_range(net, ip_range)
+            net6 = self._choose_subnet6(subnet6) if enable_ipv6 else None
+            gw6 = self._gateway(net6, gateway6) if net6 is not None else ""
+            rng6 = self._ip_range(net6, ip_range6) if net6 is not None else ""
             aux = dict(aux_addresses or {})
             for aux_name, ip in aux.items():
                 if ipaddress.ip_address(ip) not in net or ip == gw:
@@ -248,6 +255,10 @@ class NetworkService:
                     bridge=bridge,
                     aux_addresses=aux,
                     ipam_options=None if ipam_options is None else dict(ipam_options),
+                    enable_ipv6=net6 is not None,
+                    subnet6=str(net6) if net6 is not None else "",
+                    gateway6=gw6,
+                    ip_range6=rng6,
                 )
             )
             try:
@@ -290,8 +301,26 @@ class NetworkService:
             "could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network"
         )
 
+    def _choose_subnet6(self, subnet: str) -> ipaddress.IPv6Network:
+        if not subnet:
+            raise InvalidArgument("an IPv6 network needs an IPv6 subnet: skiff has no default IPv6 pool")
+        try:
+            net = ipaddress.IPv6Network(subnet, strict=False)
+        except ValueError:
+            raise InvalidArgument(
+                f"invalid IPv6 subnet {subnet!r}: expected CIDR notation like fd00:1::/64"
+            ) from None
+        if net.prefixlen > 124:
+            raise InvalidArgument(f"subnet {subnet} is too small: use a prefix of /124 or shorter")
+        for r in self._networks.values():
+            if r.subnet6 and net.overlaps(ipaddress.IPv6Network(r.subnet6)):
+                raise Conflict(
+                    f"invalid pool request: Pool overlaps with other one on this address space ({r.subnet6})"
+                )
+        return net
+
     @staticmethod
-    def _gateway(net: ipaddress.IPv4Network, gateway: str) -> str:
+    def _gateway(net: ipaddress.IPv4Network | ipaddress.IPv6Network, gateway: str) -> str:
         if not gateway:
             return str(net.network_address + 1)
         try:
@@ -303,7 +332,7 @@ class NetworkService:
         return str(gw)
 
     @staticmethod
-    def _ip_range(net: ipaddress.IPv4Network, ip_range: str) -> str:
+    def _ip_range(net: ipaddress.IPv4Network | ipaddress.IPv6Network, ip_range: str) -> str:
         if not ip_range:
             return ""
         try:
@@ -453,6 +482,17 @@ class NetworkService:
                 raise InvalidArgument(
                     f"no configured subnet contains IP address {ip} (network {rec.name}: {rec.subnet})"
                 )
+        if cfg.ipv6_address:
+            if not rec.subnet6:
+                raise InvalidArgument(
+                    f"invalid IPv6 address {cfg.ipv6_address}: network {rec.name} has no IPv6 subnet (create it with --ipv6)"
+                )
+            ip6 = ipaddress.IPv6Address(cfg.ipv6_address)
+            net6 = ipaddress.IPv6Network(rec.subnet6)
+            if ip6 not in net6 or ip6 == net6.network_address or str(ip6) == rec.gateway6:
+                raise InvalidArgument(
+                    f"no configured subnet contains IP address {ip6} (network {rec.name}: {rec.subnet6})"
+                )
         if cfg.aliases and rec.builtin:
             raise InvalidArgument(
                 "network-scoped alias is supported only for containers in user defined networks"
@@ -498,12 +538,15 @@ class NetworkService:
         self, c: Container, rec: NetworkRecord, cfg: EndpointConfig, ifname: str, netns_path: str
     ) -> Endpoint:
         args: dict[str, str] = {}
-        if cfg.ipv4_address:
+        conf = self._bridge_conf(rec)
+        if cfg.ipv6_address:  # several requested IPs: host-local reads them from the conf's args
+            conf["args"] = {"cni": {"ips": [ip for ip in (cfg.ipv4_address, cfg.ipv6_address) if ip]}}
+        elif cfg.ipv4_address:
             args["IP"] = cfg.ipv4_address
         if cfg.mac_address:
             args["MAC"] = cfg.mac_address
         result = await self.cni.invoke(
-            "ADD", self._bridge_conf(rec), container_id=c.id, netns=netns_path, ifname=ifname, args=args
+            "ADD", conf, container_id=c.id, netns=netns_path, ifname=ifname, args=args
         )
         assert result is not None
         add = parse_add_result(result, ifname)
@@ -521,6 +564,9 @@ class NetworkService:
             gateway=add.gateway if not rec.internal else "",
             mac_address=add.mac_address,
             aliases=aliases,
+            ipv6_address=add.ipv6_address,
+            ipv6_prefix_len=add.ipv6_prefix_len,
+            ipv6_gateway=add.ipv6_gateway if not rec.internal else "",
         )
 
     def _bridge_conf(self, rec: NetworkRecord) -> dict[str, Any]:
@@ -532,6 +578,9 @@ class NetworkService:
                 gateway=rec.gateway,
                 ip_range=rec.ip_range,
                 internal=rec.internal,
+                subnet6=rec.subnet6,
+                gateway6=rec.gateway6,
+                ip_range6=rec.ip_range6,
             ),
             self.ipam_dir,
         )

@@ -45,6 +45,9 @@ class BridgeNetwork:
     ip_range: str = ""
     internal: bool = False
     mtu: int = 0
+    subnet6: str = ""  # dual stack when set
+    gateway6: str = ""
+    ip_range6: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,9 @@ class AddResult:
     gateway: str
     mac_address: str
     raw: dict[str, Any]
+    ipv6_address: str = ""
+    ipv6_prefix_len: int = 0
+    ipv6_gateway: str = ""
 
 
 def find_plugin_dir(candidates: Sequence[str] = DEFAULT_CNI_PATH) -> str:
@@ -69,16 +75,12 @@ def find_plugin_dir(candidates: Sequence[str] = DEFAULT_CNI_PATH) -> str:
 
 def bridge_conf(net: BridgeNetwork, ipam_dir: Path) -> dict[str, Any]:
     """The ``bridge`` + ``host-local`` configuration for ``net``."""
-    rng: dict[str, str] = {"subnet": net.subnet}
-    if net.gateway:
-        rng["gateway"] = net.gateway
-    if net.ip_range:
-        r = ipaddress.ip_network(net.ip_range, strict=False)
-        hosts = list(_first_last(r))
-        rng["rangeStart"], rng["rangeEnd"] = str(hosts[0]), str(hosts[1])
-    ipam: dict[str, Any] = {"type": "host-local", "dataDir": str(ipam_dir), "ranges": [[rng]]}
+    ranges = [[_range(net.subnet, net.gateway, net.ip_range)]]
+    if net.subnet6:
+        ranges.append([_range(net.subnet6, net.gateway6, net.ip_range6)])
+    ipam: dict[str, Any] = {"type": "host-local", "dataDir": str(ipam_dir), "ranges": ranges}
     if not net.internal:
-        ipam["routes"] = [{"dst": "0.0.0.0/0"}]
+        ipam["routes"] = [{"dst": "0.0.0.0/0"}, *([{"dst": "::/0"}] if net.subnet6 else [])]
     conf: dict[str, Any] = {
         "cniVersion": CNI_VERSION,
         "name": net.cni_name,
@@ -97,6 +99,17 @@ def bridge_conf(net: BridgeNetwork, ipam_dir: Path) -> dict[str, Any]:
     if net.mtu:
         conf["mtu"] = net.mtu
     return conf
+
+
+def _range(subnet: str, gateway: str, ip_range: str) -> dict[str, str]:
+    rng: dict[str, str] = {"subnet": subnet}
+    if gateway:
+        rng["gateway"] = gateway
+    if ip_range:
+        r = ipaddress.ip_network(ip_range, strict=False)
+        hosts = list(_first_last(r))
+        rng["rangeStart"], rng["rangeEnd"] = str(hosts[0]), str(hosts[1])
+    return rng
 
 
 def _first_last(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[Any, Any]:
@@ -189,22 +202,29 @@ def _failure(plugin: str, command: str, out: bytes, err: bytes) -> str:
 
 
 def parse_add_result(result: Mapping[str, Any], ifname: str) -> AddResult:
-    """Pick the sandbox interface's first IPv4 address, gateway and MAC out of a bridge result."""
+    """The sandbox interface's first IPv4 address (and IPv6 one, if any), gateways and MAC."""
     interfaces = result.get("interfaces") or []
-    ips = result.get("ips") or []
-    for ip in ips:
+    found: dict[int, tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, str, str]] = {}
+    for ip in result.get("ips") or []:
         idx = ip.get("interface")
         iface = interfaces[idx] if isinstance(idx, int) and 0 <= idx < len(interfaces) else {}
         if iface and iface.get("name") != ifname:
             continue
         iface_net = ipaddress.ip_interface(ip["address"])
-        if iface_net.version != 4:
-            continue
-        return AddResult(
-            ip_address=str(iface_net.ip),
-            prefix_len=iface_net.network.prefixlen,
-            gateway=str(ip.get("gateway", "")),
-            mac_address=str(iface.get("mac", "")),
-            raw=dict(result),
+        found.setdefault(
+            iface_net.version, (iface_net, str(ip.get("gateway", "")), str(iface.get("mac", "")))
         )
-    raise CniError(f"CNI result has no IPv4 address for {ifname}: {json.dumps(result)[:300]}")
+    if 4 not in found:
+        raise CniError(f"CNI result has no IPv4 address for {ifname}: {json.dumps(result)[:300]}")
+    v4, gateway, mac = found[4]
+    v6 = found.get(6)
+    return AddResult(
+        ip_address=str(v4.ip),
+        prefix_len=v4.network.prefixlen,
+        gateway=gateway,
+        mac_address=mac or (v6[2] if v6 else ""),
+        raw=dict(result),
+        ipv6_address=str(v6[0].ip) if v6 else "",
+        ipv6_prefix_len=v6[0].network.prefixlen if v6 else 0,
+        ipv6_gateway=v6[1] if v6 else "",
+    )

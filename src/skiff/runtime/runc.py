@@ -22,6 +22,7 @@ import re
 import shutil
 import struct
 import termios
+import tty as tty_mod
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -354,6 +355,9 @@ class Runtime:
                 )  # fmt: skip
             elif tty:
                 master, slave = os.openpty()
+                # Raw from the start: runc makes its host console raw too, but only after the
+                # process may have written, and a cooked slave turns "\r\n" into "\r\r\n".
+                tty_mod.setraw(slave)
                 size = process.get("consoleSize")
                 if size:  # runc exec -t copies its own terminal's size into the container's pty
                     winsize = struct.pack("HHHH", int(size["height"]), int(size["width"]), 0, 0)

@@ -28,6 +28,10 @@ class NetworkRecord:
     bridge: str = ""  # Linux bridge name (skiff-prefixed unless the user chose one)
     builtin: bool = False
     aux_addresses: dict[str, str] = field(default_factory=dict)  # name -> IP kept out of IPAM
+    enable_ipv6: bool = False  # dual stack: an IPv6 subnet besides the IPv4 one
+    subnet6: str = ""
+    gateway6: str = ""
+    ip_range6: str = ""
     ipam_options: dict[str, str] | None = None  # as given (dockerd echoes null or {})
 
 
@@ -41,6 +45,7 @@ class EndpointConfig:
     mac_address: str = ""
     driver_opts: dict[str, str] = field(default_factory=dict)  # kept and shown; the bridge driver reads none
     link_local_ips: tuple[str, ...] = ()  # kept and shown, as dockerd's bridge driver does
+    ipv6_address: str = ""  # requested on an IPv6-enabled network
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,9 @@ class Endpoint:
     gateway: str
     mac_address: str
     aliases: tuple[str, ...] = ()
+    ipv6_address: str = ""  # global IPv6 address (IPv6-enabled networks), without prefix
+    ipv6_prefix_len: int = 0
+    ipv6_gateway: str = ""
 
 
 @dataclass(frozen=True)
