@@ -410,3 +410,39 @@ def test_cache_survives_restart_and_prune_clears_it(tmp_path: Path) -> None:
         assert "Using cache" not in stream_text(third)
         r = d.skiff("builder", "prune", "-f")
         assert r.returncode == 0 and b"Total reclaimed space" in r.stdout
+
+
+def test_skiffd_killed_mid_build_recovers_cleanly(tmp_path: Path) -> None:
+    write(tmp_path, {"Dockerfile": "FROM busybox\nRUN echo first > /first\nRUN echo in-run; sleep 300\n"})
+    with running_daemon() as d:
+        bootstrap_busybox(d)
+        api = d.client()
+        proc = subprocess.Popen(
+            [str(BIN / "skiff"), "build", str(tmp_path)],
+            env=d.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        assert proc.stdout is not None
+        container = ""
+        for raw in proc.stdout:
+            line = raw.decode()
+            if "Running in" in line:
+                container = line.split("Running in")[1].strip()
+            if line.strip() == "in-run":
+                break
+        images_before_crash = {i["Id"] for i in api.images(all=True)}
+        d.stop(signal.SIGKILL)
+        proc.wait(30)
+        d.start()
+        api = d.client()
+        # The interrupted RUN's container is gone, no image appeared for its step, nothing of
+        # the job is left on disk, and no snapshot of a file step or view remains.
+        assert not [c for c in api.containers(all=True) if c["Id"].startswith(container)]
+        assert {i["Id"] for i in api.images(all=True)} == images_before_crash
+        assert not any((d.root / "builds").iterdir())
+        with open("/proc/self/mountinfo") as f:
+            assert str(d.root / "builds") not in f.read()
+        # The step that finished before the crash is still a cache hit.
+        messages = docker_py_build(d, fileobj=io.BytesIO(b"FROM busybox\nRUN echo first > /first\n"))
+        assert "Using cache" in stream_text(messages)

@@ -16,6 +16,7 @@ ARGs in effect for RUN, the content hash of ADD/COPY sources) plus COPY's flags.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -57,7 +58,7 @@ from skiff.build.shell import ShellLex
 from skiff.engine.build_steps import StepRunner, finish_in_thread
 from skiff.engine.containers import ContainerService
 from skiff.engine.images import ImageService
-from skiff.errors import Conflict, InvalidArgument, NotFound
+from skiff.errors import Conflict, InvalidArgument, NotFound, SkiffError
 from skiff.fs.scoped import resolve_in_root
 from skiff.images.imagestore import ImageStore, utc_now
 from skiff.images.reference import normalize_tag
@@ -66,6 +67,8 @@ from skiff.store.mount import unmount
 from skiff.types import ContainerSpec, HealthConfig, HistoryEntry, HostConfig, ImageConfig, ImageRecord
 
 _CACHE_VERSION = "skiff-build-1"
+# On RUN containers, so that startup recovery can tell an interrupted build's container.
+BUILD_LABEL = "com.skiff.build.step"
 _DOWNLOAD_LIMIT = 4 * 1024**3
 
 
@@ -209,8 +212,15 @@ class BuildService:
                 unmount(entry)
         shutil.rmtree(directory, ignore_errors=True)
 
-    def recover(self) -> None:
-        """Startup: remove what builds interrupted by a crash left (before the image store's GC)."""
+    async def recover(self) -> None:
+        """Startup, after container recovery and before the image store's GC: remove what
+        builds interrupted by a crash left: RUN containers still running or never started
+        (no build survives a restart; exited ones stay, as Docker keeps them), the jobs'
+        directories and the file steps' snapshots."""
+        for c in self.containers.list():
+            if c.spec.labels.get(BUILD_LABEL) and c.state.status != "exited":
+                with contextlib.suppress(SkiffError):
+                    await self.containers.remove(c.id, force=True, volumes=True)
         for entry in self.dir.iterdir():
             self.discard_directory(entry)
         self.steps.recover()
@@ -404,6 +414,7 @@ class BuildService:
             user=config.user,
             working_dir=config.working_dir,
             healthcheck=HealthConfig(test=("NONE",)),
+            labels={BUILD_LABEL: "true"},
             host=HostConfig(
                 network_mode=opts.network_mode or "default",
                 extra_hosts=opts.extra_hosts,

@@ -93,7 +93,7 @@ class Engine:
         await self.networks.start()
         await self.containers.recover()
         self.volumes.reconcile()
-        self.builds.recover()  # interrupted builds' snapshots go before the image store's GC
+        await self.builds.recover()  # interrupted builds' leftovers go before the image store's GC
         self.image_store.recover()
 
     async def stop(self) -> None:
