@@ -12,7 +12,7 @@ from skiff.cli.context import CliContext, for_each, pass_cli, usage_errors
 from skiff.cli.filters import parse_filters
 from skiff.cli.format.rows import ObjectRow, short_id
 from skiff.cli.format.table import render_rows
-from skiff.cli.options.network import parse_ipv4, parse_link
+from skiff.cli.options.network import parse_ipv4, parse_ipv6, parse_link
 from skiff.cli.options.values import parse_key_value
 from skiff.errors import InvalidArgument, NotFound
 from skiff.units import go_time, parse_rfc3339
@@ -174,7 +174,7 @@ def network() -> None:
 @click.option("--ip-range", multiple=True, help="Allocate container ip from a sub-range")
 @click.option("--internal", is_flag=True, help="Restrict external access to the network")
 @click.option("--attachable", is_flag=True, help="Enable manual container attachment")
-@click.option("--ipv6", is_flag=True, help="Enable IPv6 networking (not supported by skiff)")
+@click.option("--ipv6", is_flag=True, help="Enable IPv6 networking (dual stack; give an IPv6 --subnet)")
 @click.option("--label", multiple=True, help="Set metadata on a network")
 @click.option(
     "-o", "--opt", multiple=True, help="Set driver specific options (com.docker.network.bridge.name=...)"
@@ -291,6 +291,7 @@ def prune(obj: CliContext, force: bool, filters: tuple[str, ...]) -> None:
 @network.command("connect")
 @click.option("--alias", multiple=True, help="Add network-scoped alias for the container")
 @click.option("--ip", help="IPv4 address (e.g., 10.201.0.10)")
+@click.option("--ip6", help="IPv6 address (e.g., fd00:1::10)")
 @click.option("--link", multiple=True, help="Add link to another container")
 @click.argument("network_ref", metavar="NETWORK")
 @click.argument("container")
@@ -299,6 +300,7 @@ def connect(
     obj: CliContext,
     alias: tuple[str, ...],
     ip: str | None,
+    ip6: str | None,
     link: tuple[str, ...],
     network_ref: str,
     container: str,
@@ -306,7 +308,10 @@ def connect(
     """Connect a container to a network."""
     with usage_errors():
         config: dict[str, Any] = {
-            "IPAMConfig": {"IPv4Address": parse_ipv4(ip) if ip else "", "IPv6Address": ""},
+            "IPAMConfig": {
+                "IPv4Address": parse_ipv4(ip) if ip else "",
+                "IPv6Address": parse_ipv6(ip6) if ip6 else "",
+            },
             "Links": [parse_link(v) for v in link] or None,
             "Aliases": list(alias) or None,
         }

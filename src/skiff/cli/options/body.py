@@ -151,7 +151,7 @@ def build_create_request(params: Mapping[str, Any], image: str, command: tuple[s
     if (mac := f.text("mac_address")) is not None:
         config["MacAddress"] = parse_mac(mac)
     config["NetworkingConfig"] = networking_config(
-        f.text("network"), f.many("network_alias"), f.many("link"), f.text("ip")
+        f.text("network"), f.many("network_alias"), f.many("link"), f.text("ip"), f.text("ip6")
     )
     return CreateRequest(config, f.text("name"))
 

@@ -73,6 +73,7 @@ CONTAINER_OPTIONS: list[Callable[[Any], Any]] = [
     _opt("--network", "--net", "network", help="Connect a container to a network (none, host, bridge, name)"),
     _opt("--network-alias", multiple=True, help="Add network-scoped alias for the container"),
     _opt("--ip", help="IPv4 address (e.g., 10.201.0.10) on a user-defined network"),
+    _opt("--ip6", help="IPv6 address (e.g., fd00:1::10) on an IPv6-enabled network"),
     _opt("--mac-address", help="Container MAC address (e.g., 92:d0:c6:0a:29:33)"),
     _opt("--link", multiple=True, help="Add link to another container (name[:alias])"),
     _opt("-p", "--publish", multiple=True, help="Publish a container's port(s) to the host"),

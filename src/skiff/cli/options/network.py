@@ -42,8 +42,17 @@ def parse_ipv4(value: str, flag: str = "--ip") -> str:
     return value
 
 
+def parse_ipv6(value: str, flag: str = "--ip6") -> str:
+    """An IPv6 address for ``--ip6``/``network connect --ip6``."""
+    try:
+        ipaddress.IPv6Address(value)
+    except ValueError:
+        raise InvalidArgument(f"invalid argument {value!r} for {flag}: not an IPv6 address") from None
+    return value
+
+
 def endpoint_settings(
-    mode: str, aliases: tuple[str, ...], links: tuple[str, ...], ip: str | None
+    mode: str, aliases: tuple[str, ...], links: tuple[str, ...], ip: str | None, ip6: str | None = None
 ) -> dict[str, Any]:
     """One EndpointSettings for ``mode``: aliases, links (user-defined networks only), IPAMConfig."""
     ep: dict[str, Any] = {}
@@ -55,17 +64,26 @@ def endpoint_settings(
         # On a user-defined network a link is an endpoint alias; on the default bridge it is a
         # legacy link, which travels in HostConfig.Links only.
         ep["Links"] = list(links)
-    if ip:
-        ep["IPAMConfig"] = {"IPv4Address": parse_ipv4(ip)}
+    if ip or ip6:  # the docker CLI omits empty addresses (omitempty)
+        ipam: dict[str, str] = {}
+        if ip:
+            ipam["IPv4Address"] = parse_ipv4(ip)
+        if ip6:
+            ipam["IPv6Address"] = parse_ipv6(ip6)
+        ep["IPAMConfig"] = ipam
     return ep
 
 
 def networking_config(
-    network: str | None, aliases: tuple[str, ...], links: tuple[str, ...], ip: str | None
+    network: str | None,
+    aliases: tuple[str, ...],
+    links: tuple[str, ...],
+    ip: str | None,
+    ip6: str | None = None,
 ) -> dict[str, Any]:
     """``NetworkingConfig`` for run/create: an entry for the chosen network when it has settings."""
     mode = network or "default"
     if not mode.strip():
         raise InvalidArgument("no name set for network")
-    ep = endpoint_settings(mode, aliases, tuple(parse_link(v) for v in links), ip)
+    ep = endpoint_settings(mode, aliases, tuple(parse_link(v) for v in links), ip, ip6)
     return {"EndpointsConfig": {mode: ep} if ep else {}}
