@@ -624,9 +624,6 @@ def test_events_window_with_filters(daemon: Daemon) -> None:
         assert only.splitlines() == ["die 0"]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="skiffd emits no container 'attach' event (dockerd does, on every attach)"
-)
 def test_events_report_attach(daemon: Daemon) -> None:
     with objects(daemon) as made:
         name = made.container()

@@ -678,6 +678,7 @@ class ContainerService:
     async def attach(self, ref: str) -> AttachStream:
         """Attach to a running container now, or to its next start (as ``docker run`` does)."""
         c = self.get(ref)
+        self._publish(c, "attach")  # as dockerd: one event per client attach
         if c.state.status in ("running", "paused"):
             return await self.runtime.attach(c.id)
         return await self.attach_at_start(c.id)
