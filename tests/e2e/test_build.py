@@ -446,3 +446,20 @@ def test_skiffd_killed_mid_build_recovers_cleanly(tmp_path: Path) -> None:
         # The step that finished before the crash is still a cache hit.
         messages = docker_py_build(d, fileobj=io.BytesIO(b"FROM busybox\nRUN echo first > /first\n"))
         assert "Using cache" in stream_text(messages)
+
+
+def test_heredocs(daemon: Daemon) -> None:
+    dockerfile = (
+        b"FROM busybox\nENV NAME=skiff\n"
+        b'RUN <<EOF\necho "from a script: $NAME" > /script.txt\nEOF\n'
+        b"RUN cat <<A > /shell.txt\nshell reads $NAME\nA\n"
+        b'COPY <<CONF /etc/app.conf\nname=$NAME\nquoted="kept"\nCONF\n'
+        b"COPY <<-'RAW' /etc/raw.conf\n\tliteral=$NAME\n\tRAW\n"
+    )
+    with tags(daemon) as made:
+        name = unique()
+        made.append(name)
+        messages = docker_py_build(daemon, fileobj=io.BytesIO(dockerfile), tag=name)
+        assert "errorDetail" not in messages[-1], messages[-1]
+        out = run_output(daemon, name, "cat", "/script.txt", "/shell.txt", "/etc/app.conf", "/etc/raw.conf")
+        assert out == 'from a script: skiff\nshell reads skiff\nname=skiff\nquoted="kept"\nliteral=$NAME\n'

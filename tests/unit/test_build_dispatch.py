@@ -140,3 +140,15 @@ def test_bad_ports() -> None:
         parse_ports(["eighty"])
     with pytest.raises(InvalidArgument):
         parse_ports(["0"])
+
+
+def test_run_heredocs_become_scripts() -> None:
+    state = StageState.begin(ImageConfig())
+    alone, piped = instructions("RUN <<EOF\necho $HOME\nEOF\nRUN cat <<A > /f\nx\nA\n")
+    assert command_line(state, cast(Command, alone)) == ("/bin/sh", "-c", "echo $HOME\n")
+    assert command_line(state, cast(Command, piped)) == ("/bin/sh", "-c", "cat <<A > /f\nx\nA")
+
+
+def test_here_document_expansion_keeps_quotes() -> None:
+    text = 'a="$x" \\$y printf "%s\\n" ${z:-d}\n'
+    assert LEX.expand_document(text, {"x": "X"}) == 'a="X" $y printf "%s\\n" d\n'

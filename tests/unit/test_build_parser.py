@@ -265,3 +265,23 @@ def test_parser_only_ever_raises_its_own_error_on_any_text(text: str) -> None:
         parse_dockerfile("FROM busybox\n" + text)
     except DockerfileError:
         pass
+
+
+def test_heredocs_after_run_copy_and_add() -> None:
+    df = parse_dockerfile(
+        "FROM busybox\nRUN <<EOF\necho one\necho two\nEOF\nCOPY <<-'CONF' /etc/c\n\tk=$v\n\tCONF\n"
+        "RUN cat <<A && cat <<B\na\nA\nb\nB\nCMD x\n"
+    )
+    run, copy, two, cmd = df.stages[0].instructions
+    assert isinstance(run, Command) and run.node.heredocs[0].content == "echo one\necho two\n"
+    assert (run.node.line, run.node.end_line) == (2, 5)
+    assert isinstance(copy, Copy) and copy.sources == ("<<-'CONF'",)
+    doc = copy.node.heredocs[0]
+    assert (doc.name, doc.content, doc.expand) == ("CONF", "k=$v\n", False)
+    assert [h.name for h in two.node.heredocs] == ["A", "B"]
+    assert cmd.line == 14
+    with pytest.raises(DockerfileError, match="unterminated heredoc EOF"):
+        parse_dockerfile("FROM busybox\nRUN <<EOF\necho\n")
+    # Only RUN, COPY and ADD take here-documents; << elsewhere is plain text.
+    label = only("LABEL a=<<EOF")
+    assert isinstance(label, KeyValues) and label.node.heredocs == ()

@@ -26,6 +26,7 @@ from skiff.build.instructions import (
     Value,
     Words,
 )
+from skiff.build.parser import HEREDOC_MARKER
 from skiff.build.shell import ShellLex
 from skiff.errors import InvalidArgument
 from skiff.types.container import HealthConfig
@@ -166,10 +167,21 @@ def declare_args(
 
 
 def command_line(state: StageState, instruction: Command) -> tuple[str, ...]:
-    """The argv of RUN/CMD/ENTRYPOINT: exec form as written, shell form through the SHELL."""
-    if instruction.shell_form:
+    """The argv of RUN/CMD/ENTRYPOINT: exec form as written, shell form through the SHELL.
+
+    A RUN with here-documents: ``RUN <<EOF`` alone runs the document as the script (as
+    BuildKit does); otherwise the shell gets the line and the documents as written, and
+    reads them itself (``RUN cat <<A > /a``).
+    """
+    if not instruction.shell_form:
+        return instruction.args
+    heredocs = instruction.node.heredocs
+    if not heredocs:
         return (*state.shell, instruction.args[0])
-    return instruction.args
+    if len(heredocs) == 1 and HEREDOC_MARKER.fullmatch(instruction.args[0].strip()):
+        return (*state.shell, heredocs[0].content)
+    script = "\n".join([instruction.args[0], *(h.raw for h in heredocs)])
+    return (*state.shell, script)
 
 
 def parse_ports(words: Sequence[str]) -> list[str]:

@@ -20,6 +20,8 @@ _WHITESPACE = re.compile(r"[\t\v\f\r ]+")
 _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
 _KNOWN_DIRECTIVES = ("escape", "syntax", "check")
 _BOM = "\ufeff"
+_HEREDOC_KEYWORDS = ("RUN", "COPY", "ADD")
+HEREDOC_MARKER = re.compile(r"(?<!<)<<(-?)\s*([\"']?)([A-Za-z_][A-Za-z0-9_]*)\2(?!<)")
 
 
 class DockerfileError(InvalidArgument):
@@ -35,6 +37,22 @@ class DockerfileError(InvalidArgument):
     def located(self, line: int, file: str) -> DockerfileError:
         """The same error with a line (kept when it already has one) and a file name."""
         return DockerfileError(self.reason, self.line or line, file)
+
+
+@dataclass(frozen=True)
+class Heredoc:
+    """A here-document after RUN, COPY or ADD (BuildKit's syntax, accepted here too).
+
+    ``name`` is the delimiter; ``content`` the lines up to it (with their newlines; leading
+    tabs removed for ``<<-``); ``expand`` is False when the delimiter was quoted (no variable
+    substitution in COPY's inline files); ``raw`` is the text as written, delimiter line
+    included, for a shell to read itself.
+    """
+
+    name: str
+    content: str
+    expand: bool = True
+    raw: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,6 +74,7 @@ class Node:
     end_line: int = 0
     sub: Node | None = None  # the instruction inside ONBUILD
     legacy_pairs: bool = False  # ENV/LABEL written as "KEY value with spaces"
+    heredocs: tuple[Heredoc, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -147,10 +166,30 @@ def parse(text: str, file: str = "Dockerfile") -> ParsedDockerfile:
             line += part
         if empty_continuation:
             warnings.append(f"[WARNING]: Empty continuation line found in:\n    {line}")
+        heredocs: list[Heredoc] = []
+        keyword = line.split(None, 1)[0].upper() if line.strip() else ""
+        if keyword in _HEREDOC_KEYWORDS:
+            for marker in HEREDOC_MARKER.finditer(line):
+                chomp, quote, name = marker.group(1), marker.group(2), marker.group(3)
+                body: list[str] = []
+                raw_lines: list[str] = []
+                while True:
+                    if i >= len(lines):
+                        raise DockerfileError(f"unterminated heredoc {name}", start, file)
+                    text_line = lines[i].rstrip("\r")
+                    i += 1
+                    raw_lines.append(text_line)
+                    candidate = text_line.lstrip("\t") if chomp else text_line
+                    if candidate == name:
+                        break
+                    body.append(candidate + "\n")
+                heredocs.append(Heredoc(name, "".join(body), not quote, "\n".join(raw_lines)))
         try:
             node = _node(line, d, start, i)
         except DockerfileError as exc:
             raise exc.located(start, file) from None
+        if heredocs:
+            node = _replace(node, heredocs=tuple(heredocs))
         nodes.append(node)
     if not nodes:
         raise DockerfileError("file with no instructions", 0, file)

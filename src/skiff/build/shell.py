@@ -308,6 +308,25 @@ class ShellLex:
         """``text`` expanded and split into words (quoted parts never split)."""
         return self._run(text, env)[1]
 
+    def expand_document(self, text: str, env: Mapping[str, str]) -> str:
+        """A here-document's text expanded as a shell does: ``$v`` and ``${v...}`` replaced,
+        quotes kept, the escape character only escaping ``$``, itself and a backquote."""
+        out: list[str] = []
+        processor = _Processor(text, env, self.escape)
+        try:
+            while processor.pos < len(text):
+                ch = processor.peek()
+                if ch == "$":
+                    out.append(processor.dollar())
+                    continue
+                processor.next()
+                if ch == self.escape and processor.peek() in ("$", self.escape, "`") and processor.peek():
+                    ch = processor.next()
+                out.append(ch)
+        except SubstitutionError as exc:
+            raise SubstitutionError(f"failed to process here-document: {exc.message}") from None
+        return "".join(out)
+
     def _run(self, text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
         try:
             return _Processor(text, env, self.escape).process_until("", False)

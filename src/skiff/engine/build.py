@@ -53,7 +53,7 @@ from skiff.build.instructions import (
     parse_dockerfile,
     parse_trigger,
 )
-from skiff.build.parser import Node
+from skiff.build.parser import HEREDOC_MARKER, Node
 from skiff.build.shell import ShellLex
 from skiff.engine.build_steps import StepRunner, finish_in_thread
 from skiff.engine.containers import ContainerService
@@ -493,9 +493,11 @@ class BuildService:
         from_stage = bool(instruction.from_)
         if from_stage:
             source_image = self._copy_source(job, lex.process_word(instruction.from_, env), results)
+        inline = self._inline_files(job, instruction, lex, env)
+        sources = [s for raw, s in zip(instruction.sources, sources, strict=True) if raw not in inline]
         urls = [s for s in sources if instruction.add and _is_url(s)]
         local = [s for s in sources if s not in urls]
-        downloads = [await self._download(job, u) for u in urls]
+        downloads = [await self._download(job, u) for u in urls] + list(inline.values())
         image = cur.image
         state = cur.state
         flags = json.dumps([chown, instruction.chmod, instruction.from_])
@@ -540,6 +542,28 @@ class BuildService:
             await self._take(cur, hit, out)
             return
         await self._commit(job, cur, created_by, diff_id, key, out)
+
+    @staticmethod
+    def _inline_files(
+        job: BuildJob, instruction: Copy, lex: ShellLex, env: dict[str, str]
+    ) -> dict[str, Source]:
+        """``COPY <<EOF /dest``: each here-document source as a file (0644), keyed by its marker.
+
+        Variables in the document are expanded unless its delimiter was quoted (BuildKit's rule).
+        """
+        documents = {h.name: h for h in instruction.node.heredocs}
+        out: dict[str, Source] = {}
+        for raw in instruction.sources:
+            marker = HEREDOC_MARKER.fullmatch(raw)
+            if marker is None or marker.group(3) not in documents:
+                continue
+            doc = documents[marker.group(3)]
+            text = lex.expand_document(doc.content, env) if doc.expand else doc.content
+            path = Path(tempfile.mkdtemp(prefix="heredoc-", dir=job.directory)) / doc.name
+            path.write_text(text)
+            path.chmod(0o644)
+            out[raw] = Source(path, doc.name, False)
+        return out
 
     def _copy_source(self, job: BuildJob, name: str, results: list[ImageRecord | None]) -> ImageRecord | None:
         if name.isdigit():
