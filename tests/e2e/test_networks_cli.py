@@ -300,7 +300,7 @@ def test_docker_cli_network_commands(daemon: Daemon) -> None:
         for args, words in (
             (["network", "rm", "bridge"], "bridge is a pre-defined network and cannot be removed"),
             (["network", "create", "-d", "overlay", name()], 'plugin "overlay" not found'),
-            (["network", "create", "--ipv6", name()], "IPv6 networks are not supported"),
+            (["network", "create", "--ipv6", name()], "could not find an available, non-overlapping IPv6"),
             (["network", "create", net], f"network with name {net} already exists"),
             (["network", "inspect", "sk-e2e-nothing"], "network sk-e2e-nothing not found"),
         ):

@@ -281,7 +281,7 @@ class NetworkService:
                     f"invalid subnet {subnet!r}: expected CIDR notation like 10.213.0.0/24"
                 ) from None
             if not isinstance(net, ipaddress.IPv4Network):
-                raise InvalidArgument("IPv6 networks are not supported")
+                raise InvalidArgument("the IPv4 subnet is an IPv6 one: give IPv6 subnets with --ipv6")
             if net.prefixlen > 30:
                 raise InvalidArgument(f"subnet {subnet} is too small: use a prefix of /30 or shorter")
             for other in used:

@@ -12,7 +12,7 @@ What it answers, as Docker's embedded DNS does:
   network shared with the asking container): the IPv4 addresses, TTL 600, in random order (an
   alias shared by several containers is DNS round robin, as in Docker).
 - Any other type for a known name (AAAA in practice): an empty NOERROR answer, so musl and
-  glibc do not take the name for nonexistent; skiff's networks are IPv4 only.
+  glibc do not take the name for nonexistent (IPv6 addresses are not published in DNS yet).
 - PTR for a container address, when a reverse callback is given and knows the address.
 - Everything else is forwarded, raw, to the upstream servers: the container's ``--dns``
   servers, else the host's resolv.conf nameservers (at most three, as Docker; with none, the
