@@ -188,8 +188,18 @@ def test_healthcheck_forms_and_durations() -> None:
         only("HEALTHCHECK --interval=10us CMD x")
     assert parse_duration("1.5h") == 5400 * 10**9
     assert parse_duration("300ms") == 300_000_000
-    with pytest.raises(DockerfileError):
-        parse_duration("5 seconds")
+    assert parse_duration("-0") == 0 and parse_duration(".5s") == 500_000_000
+    # Go's messages: a number needs a unit, and the unit runs up to the next digit or dot.
+    for text, message in (
+        ("5", 'time: missing unit in duration "5"'),
+        ("5sec", 'time: unknown unit "sec" in duration "5sec"'),
+        ("5 seconds", 'time: unknown unit " seconds" in duration "5 seconds"'),
+        ("x", 'time: invalid duration "x"'),
+        ("-", 'time: invalid duration "-"'),
+    ):
+        with pytest.raises(DockerfileError) as info:
+            parse_duration(text)
+        assert info.value.reason == message
 
 
 def test_onbuild() -> None:

@@ -16,7 +16,8 @@ from skiff.build.parser import DockerfileError, Node, ParsedDockerfile, parse, p
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9-_.]*$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_DURATION_NUMBER = re.compile(r"\d*\.?\d*")
+_DURATION_UNIT = re.compile(r"[^0-9.]+")  # Go: a unit runs up to the next digit or dot
 _UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9}
 _UNITS["h"] = 3600 * 10**9
 
@@ -229,24 +230,32 @@ def _exactly_one(node: Node) -> None:
 
 
 def parse_duration(text: str) -> int:
-    """A Go duration (``30s``, ``1m30s``, ``1.5h``, ``0``) in nanoseconds."""
-    if text in ("0", ""):
-        return 0
+    """A Go duration (``30s``, ``1m30s``, ``1.5h``, ``0``) in nanoseconds, with Go's errors."""
+    if text == "":
+        return 0  # a flag given empty means "not set", as in Docker
     rest = text
     sign = 1
     if rest[0] in "+-":
         sign = -1 if rest[0] == "-" else 1
         rest = rest[1:]
-    total = 0.0
-    pos = 0
-    while pos < len(rest):
-        match = _DURATION_PART.match(rest, pos)
-        if match is None:
-            raise DockerfileError(f'time: invalid duration "{text}"')
-        total += float(match.group(1)) * _UNITS[match.group(2)]
-        pos = match.end()
+    if rest == "0":
+        return 0
     if not rest:
         raise DockerfileError(f'time: invalid duration "{text}"')
+    total = 0.0
+    while rest:
+        number = _DURATION_NUMBER.match(rest)
+        if number is None or number.group(0) in ("", "."):
+            raise DockerfileError(f'time: invalid duration "{text}"')
+        rest = rest[number.end() :]
+        unit = _DURATION_UNIT.match(rest)
+        name = unit.group(0) if unit else ""
+        if not name:
+            raise DockerfileError(f'time: missing unit in duration "{text}"')
+        if name not in _UNITS:
+            raise DockerfileError(f'time: unknown unit "{name}" in duration "{text}"')
+        total += float(number.group(0)) * _UNITS[name]
+        rest = rest[len(name) :]
     return sign * int(total)
 
 

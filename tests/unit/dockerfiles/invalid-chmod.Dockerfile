@@ -1,0 +1,2 @@
+FROM busybox
+COPY --chmod=u+x a b

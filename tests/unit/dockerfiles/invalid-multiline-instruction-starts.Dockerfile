@@ -1,0 +1,4 @@
+FROM busybox
+COPY \
+  --chmod=abc \
+  a b

@@ -1,0 +1,3 @@
+FROM busybox
+RUN echo ok
+RUNN echo typo
