@@ -11,6 +11,7 @@ import gzip
 import http.server
 import io
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -192,6 +193,43 @@ def test_failing_run_stops_cleanly(daemon: Daemon, tmp_path: Path) -> None:
         r = docker_build(daemon, "--force-rm", str(tmp_path))
         assert r.returncode == 7
         assert not [c for c in api.containers(all=True) if "exit 7" in c["Command"]]
+
+
+@needs_docker
+def test_docker_history_names_every_step_image(daemon: Daemon, tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "Dockerfile": 'FROM busybox\nENV A=1\nRUN echo hi > /f\nCOPY data /data\nCMD ["sh"]\n',
+            "data": "x" * 100,
+        },
+    )
+    with tags(daemon) as made:
+        name = unique()
+        made.append(name)
+        r = docker_build(daemon, "-t", name, str(tmp_path))
+        assert r.returncode == 0, r.stdout + r.stderr
+        # " ---> <id>" after each step: busybox for FROM, then every step's image.
+        steps = [line[6:] for line in r.stdout.splitlines() if re.fullmatch(r" ---> [0-9a-f]{12}", line)]
+        assert len(steps) == 5, r.stdout
+        h = subprocess.run(
+            [DOCKER, "history", "--format", "{{.ID}}|{{.CreatedBy}}", name],
+            env=cli_env(daemon),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert h.returncode == 0, h.stderr
+        rows = [line.split("|", 1) for line in h.stdout.splitlines()]
+        assert [row[0] for row in rows] == steps[::-1], h.stdout  # newest first, none <missing>
+        assert 'CMD ["sh"]' in rows[0][1] and "ENV A=1" in rows[3][1]
+        api = daemon.client()
+        history = api.history(name)
+        assert history[0]["Tags"] == [f"{name}:latest"]
+        assert history[-1]["Tags"] == ["busybox:latest"]
+        # Each row carries its own layer's size; config-only steps none.
+        assert [row["Size"] > 0 for row in history] == [False, True, True, False, True]
+        assert sum(row["Size"] for row in history) == api.inspect_image(name)["Size"]
 
 
 # -- docker-py -----------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ async def inspect(request: web.Request) -> web.Response:
 
 
 async def history(request: web.Request) -> web.Response:
-    return web.json_response(image_history(engine_of(request).images.get(request.match_info["name"])))
+    return web.json_response(image_history(engine_of(request).images.history(request.match_info["name"])))
 
 
 async def tag(request: web.Request) -> web.Response:

@@ -12,6 +12,7 @@ from skiff.types import (
     Endpoint,
     EndpointConfig,
     HealthConfig,
+    HistoryItem,
     HostConfig,
     ImageConfig,
     ImageRecord,
@@ -518,40 +519,16 @@ def image_summary(img: ImageRecord, containers: int = -1) -> JSON:
     }
 
 
-def image_history(img: ImageRecord) -> list[JSON]:
-    """Newest first; the top non-empty entry carries the image id, as in Docker."""
-    rows: list[JSON] = []
-    layers = list(img.diff_ids)
-    for entry in img.history:
-        rows.append(
-            {
-                "Id": "<missing>",
-                "Created": int(parse_time(entry.created)),
-                "CreatedBy": entry.created_by,
-                "Tags": None,
-                "Size": 0,
-                "Comment": entry.comment,
-                "_empty": entry.empty_layer,
-            }
-        )
-    if not rows:
-        rows = [
-            {
-                "Id": "<missing>",
-                "Created": int(parse_time(img.created)),
-                "CreatedBy": "",
-                "Tags": None,
-                "Size": img.size,
-                "Comment": img.comment,
-                "_empty": not layers,
-            }
-        ]
-    rows.reverse()
-    rows[0]["Id"] = img.id
-    rows[0]["Tags"] = list(img.repo_tags) or None
-    if layers:
-        first_layer = next((r for r in rows if not r["_empty"]), rows[0])
-        first_layer["Size"] = img.size if len(layers) == 1 else first_layer["Size"]
-    for r in rows:
-        r.pop("_empty")
-    return rows
+def image_history(items: list[HistoryItem]) -> list[JSON]:
+    """``GET /images/{name}/history``: newest first; a step whose image is gone is ``<missing>``."""
+    return [
+        {
+            "Id": item.image_id or "<missing>",
+            "Created": int(parse_time(item.created)),
+            "CreatedBy": item.created_by,
+            "Tags": list(item.tags) or None,
+            "Size": item.size,
+            "Comment": item.comment,
+        }
+        for item in items
+    ]

@@ -17,9 +17,10 @@ from skiff.errors import Conflict, NotFound
 from skiff.images import archive, archive_load
 from skiff.images.archive import SavePlan
 from skiff.images.archive_load import ImageLoaded, LoadEvent
+from skiff.images.history import history_items
 from skiff.images.imagestore import ImageStore
 from skiff.images.reference import parse_reference
-from skiff.types import ImageRecord
+from skiff.types import HistoryItem, ImageRecord
 
 log = logging.getLogger("skiff.images")
 _SAVE_CHUNK = 1 << 20
@@ -95,6 +96,17 @@ class ImageService:
 
     def list(self) -> builtins.list[ImageRecord]:
         return self.store.list()
+
+    def history(self, ref: str) -> builtins.list[HistoryItem]:
+        """``docker history``: newest step first (see :func:`skiff.images.history.history_items`)."""
+
+        def image_or_none(image_id: str) -> ImageRecord | None:
+            try:
+                return self.store.get(image_id)
+            except NotFound:
+                return None
+
+        return history_items(self.store.get(ref), image_or_none, self.store.layer_size)
 
     def _users(self, image_id: str) -> builtins.list[tuple[str, bool]]:
         return [(c.id, c.running) for c in self.containers.list() if c.image_id == image_id]

@@ -404,6 +404,10 @@ class ImageStore:
             deleted.append(c)
         return deleted
 
+    def layer_size(self, chain: str) -> int:
+        """Bytes of the files one committed layer added (0 if unknown), as Docker's DiffSize."""
+        return self.db.layer_size(chain) or 0
+
     def top_layer(self, image: ImageRecord) -> str | None:
         """The chain ID a container's snapshot should use as parent (None for an image without layers)."""
         return image.chain_ids[-1] if image.chain_ids else None

@@ -16,7 +16,7 @@ from skiff.types.container import (
     Ulimit,
 )
 from skiff.types.events import Event
-from skiff.types.image import HistoryEntry, ImageConfig, ImageRecord
+from skiff.types.image import HistoryEntry, HistoryItem, ImageConfig, ImageRecord
 from skiff.types.network import Endpoint, EndpointConfig, NetworkRecord, NetworkState, PortBinding
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "Event",
     "HealthConfig",
     "HistoryEntry",
+    "HistoryItem",
     "HostConfig",
     "ImageConfig",
     "ImageRecord",

@@ -41,6 +41,22 @@ class HistoryEntry:
 
 
 @dataclass(frozen=True)
+class HistoryItem:
+    """One row of ``docker history``: a history entry, the local image that step made, its layer.
+
+    ``image_id`` is "" when no local image is known for the step (Docker shows ``<missing>``);
+    ``size`` is the bytes of the layer the step added (0 for a config-only step).
+    """
+
+    image_id: str
+    created: str  # RFC 3339
+    created_by: str = ""
+    comment: str = ""
+    size: int = 0
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ImageRecord:
     """An image as skiff stores it.
 
