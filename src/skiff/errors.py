@@ -50,6 +50,12 @@ class AlreadyExists(Conflict):
     """An object with that name or key already exists (HTTP 409)."""
 
 
+class Unauthorized(SkiffError):
+    """Credentials are missing or wrong, e.g. for a registry (HTTP 401)."""
+
+    status = 401
+
+
 class Forbidden(SkiffError):
     """The operation is not allowed on this object (HTTP 403)."""
 

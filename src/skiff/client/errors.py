@@ -38,6 +38,10 @@ class DaemonConflict(errors.Conflict, DaemonError):
     """The request clashes with the daemon's state (409)."""
 
 
+class DaemonUnauthorized(errors.Unauthorized, DaemonError):
+    """The daemon (or a registry behind it) refused the credentials (401)."""
+
+
 class DaemonForbidden(errors.Forbidden, DaemonError):
     """The daemon refused the operation (403)."""
 
@@ -53,6 +57,7 @@ class DaemonFailure(errors.RuntimeFailure, DaemonError):
 _BY_STATUS: dict[int, type[DaemonError]] = {
     304: DaemonNotModified,
     400: DaemonInvalidArgument,
+    401: DaemonUnauthorized,
     403: DaemonForbidden,
     404: DaemonNotFound,
     409: DaemonConflict,
