@@ -66,6 +66,7 @@ def _register() -> None:
         lifecycle,
         networks,
         query,
+        registry,
         stats,
         system,
         volumes,
@@ -84,6 +85,7 @@ def _register() -> None:
         networks,
         volumes,
         system,
+        registry,
     ):
         module.register(cli)
 
