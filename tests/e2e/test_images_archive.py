@@ -221,6 +221,54 @@ def test_skiff_save_format_oci_is_a_plain_layout_skopeo_reads(daemon: Daemon) ->
         assert info["Layers"] == inspect(daemon, "busybox")["RootFS"]["Layers"]  # type: ignore[index]
 
 
+def test_skopeo_inspects_a_built_image_as_docker_archive_and_as_oci_directories(daemon: Daemon) -> None:
+    """A three-layer image from a build: skopeo reads skiff's save as ``docker-archive:`` and,
+    unpacked, as ``oci:DIR`` (both the default save, which is also an OCI layout, and
+    ``--format oci``); ``skopeo copy`` out of the layout checks every blob's digest."""
+    with scratch(daemon) as (d, refs):
+        ctx = d / "ctx"
+        ctx.mkdir()
+        (ctx / "data.txt").write_text("copied\n")
+        (ctx / "Dockerfile").write_text(
+            "FROM busybox\nRUN echo built > /built\nCOPY data.txt /data.txt\n"
+            'LABEL org.example.test=skopeo\nENV MODE=test\nCMD ["cat", "/data.txt"]\n'
+        )
+        name = f"skiff-skopeo-{secrets.token_hex(4)}:v1"
+        refs.append(name)
+        ok(daemon, "build", "-q", "-t", name, str(ctx))
+        image = inspect(daemon, name)
+        diff_ids = image["RootFS"]["Layers"]  # type: ignore[index]
+        assert len(diff_ids) == 3
+
+        ok(daemon, "save", "-o", str(d / "docker.tar"), name)
+        info = json.loads(run(daemon, f"skopeo inspect docker-archive:{d / 'docker.tar'}").stdout)
+        assert info["Layers"] == diff_ids
+        assert info["Labels"] == {"org.example.test": "skopeo"}
+        assert "MODE=test" in info["Env"] and (info["Os"], info["Architecture"]) == ("linux", "amd64")
+        raw = json.loads(run(daemon, f"skopeo inspect --raw docker-archive:{d / 'docker.tar'}").stdout)
+        assert raw["config"]["digest"] == image["Id"]
+
+        for kind, args in (("default", ()), ("oci", ("--format", "oci"))):
+            archive = d / f"{kind}.tar"
+            layout = d / f"{kind}-layout"
+            ok(daemon, "save", *args, "-o", str(archive), name)
+            layout.mkdir()
+            with tarfile.open(archive) as tf:
+                tf.extractall(layout, filter="data")
+            assert json.loads((layout / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
+            for ref in (f"oci:{layout}", f"oci:{layout}:v1"):
+                info = json.loads(run(daemon, f"skopeo inspect {ref}").stdout)
+                assert info["Labels"] == {"org.example.test": "skopeo"}, kind
+                assert info["Os"] == "linux" and len(info["Layers"]) == 3, kind
+            config = json.loads(run(daemon, f"skopeo inspect --config oci:{layout}:v1").stdout)
+            assert config["rootfs"]["diff_ids"] == diff_ids
+            assert config["config"]["Cmd"] == ["cat", "/data.txt"]
+            raw = json.loads(run(daemon, f"skopeo inspect --raw oci:{layout}:v1").stdout)
+            assert raw["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+            assert raw["config"]["digest"] == image["Id"]
+            run(daemon, f"skopeo copy --quiet oci:{layout}:v1 dir:{d / (kind + '-copy')}")
+
+
 def test_untagged_save_loads_as_image_id(daemon: Daemon) -> None:
     image_id = str(inspect(daemon, "busybox")["Id"])
     with scratch(daemon) as (d, _):
