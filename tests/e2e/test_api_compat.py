@@ -139,7 +139,9 @@ def test_link_env_carries_the_targets_environment_and_links_can_be_removed(api: 
     env = api.logs(parent).decode()
     assert "DB_ENV_FOO=1" in env and "DB_ENV_PATH=" not in env
     parent_name = api.inspect_container(parent)["Name"][1:]
+    assert f"/{parent_name}/db" in api.containers(all=True, filters={"id": target})[0]["Names"]
     api.remove_container(f"{parent_name}/db", link=True)
+    assert api.containers(all=True, filters={"id": target})[0]["Names"] == [f"/{name}"]
     assert api.inspect_container(parent)["HostConfig"]["Links"] is None
     assert api.inspect_container(target)["State"]["Running"] is True
     with pytest.raises(docker.errors.NotFound):

@@ -51,9 +51,18 @@ async def list_containers(request: web.Request) -> web.Response:
         containers = containers[:limit]
     now = time.time()
     with_size = qbool(request, "size")
-    return web.json_response(
-        [container_summary(c, now, _size(request, c.id) if with_size else None, networks) for c in containers]
-    )
+    # dockerd lists a legacy link's target under "/parent/alias" too
+    link_names: dict[str, list[str]] = {}
+    for parent in engine.containers.list():
+        for link in parent.spec.host.links:
+            target, _, alias = link.partition(":")
+            link_names.setdefault(target, []).append(f"/{parent.name}/{alias}")
+    out = []
+    for c in containers:
+        item = container_summary(c, now, _size(request, c.id) if with_size else None, networks)
+        item["Names"] += sorted(link_names.get(c.name, ()))
+        out.append(item)
+    return web.json_response(out)
 
 
 def _size(request: web.Request, cid: str) -> tuple[int, int]:
