@@ -350,6 +350,66 @@ def test_add_archives_urls_and_chown(daemon: Daemon, tmp_path: Path) -> None:
         server.shutdown()
 
 
+def test_add_url_names_owners_cache_and_errors(daemon: Daemon, tmp_path: Path) -> None:
+    """ADD from a loopback HTTP server: placement, --chown, a cache keyed on the downloaded bytes
+    (so a changed file misses and an unchanged one hits), and dockerd's errors in the stream."""
+    served = {"/files/v.txt": b"version 1\n", "/": b"an index"}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = served.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            body = body if body is not None else b"gone"
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Last-Modified", "Wed, 21 Oct 2015 07:28:00 GMT")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    dockerfile = (
+        f"FROM busybox\nADD {base}/files/v.txt /dl/\nADD --chown=nobody:nogroup {base}/files/v.txt /renamed\n"
+        "RUN cat /dl/v.txt /renamed > /both\n"
+    )
+    try:
+        with tags(daemon) as made:
+            name = unique()
+            made.append(name)
+            first = stream_text(docker_py_build(daemon, fileobj=io.BytesIO(dockerfile.encode()), tag=name))
+            assert "Successfully tagged" in first, first
+            script = "stat -c '%u:%g %a %Y %n' /dl/v.txt /renamed; cat /both"
+            out = run_output(daemon, name, "sh", "-c", script).splitlines()
+            assert out == [
+                "0:0 600 1445412480 /dl/v.txt",
+                "65534:65534 600 1445412480 /renamed",
+                "version 1",
+                "version 1",
+            ]
+            again = stream_text(docker_py_build(daemon, fileobj=io.BytesIO(dockerfile.encode()), tag=name))
+            assert again.count(" ---> Using cache") == 3, again  # fetched again, same bytes: hits
+            served["/files/v.txt"] = b"version 2\n"
+            changed = stream_text(docker_py_build(daemon, fileobj=io.BytesIO(dockerfile.encode()), tag=name))
+            assert "Using cache" not in changed, changed
+            assert run_output(daemon, name, "cat", "/both") == "version 2\nversion 2\n"
+
+            missing = docker_py_build(
+                daemon, fileobj=io.BytesIO(f"FROM busybox\nADD {base}/nope /x\n".encode()), tag=unique()
+            )
+            error = missing[-1].get("error", "")
+            assert error == f"failed to GET {base}/nope with status 404 Not Found: gone", missing[-1]
+            nameless = docker_py_build(
+                daemon, fileobj=io.BytesIO(f"FROM busybox\nADD {base}/ /d/\n".encode())
+            )
+            assert nameless[-1].get("error") == f"cannot determine filename for source {base}/", nameless[-1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # -- the skiff CLI -------------------------------------------------------------------------------
 
 

@@ -11,9 +11,12 @@ http(s) URLs (never unpacked).
 from __future__ import annotations
 
 import contextlib
+import email.message
 import os
+import posixpath
 import stat
 import tarfile
+import urllib.error
 import urllib.parse
 import urllib.request
 from email.utils import parsedate_to_datetime
@@ -26,6 +29,7 @@ from skiff.fs.scoped import resolve_in_root
 from skiff.runtime.user import resolve_groups, resolve_user
 
 DOWNLOAD_LIMIT = 4 * 1024**3
+_UNNAMED = "__unnamed__"  # dockerd's name for a download with no name of its own
 
 
 def resolve_chown(root: Path, spec: str) -> tuple[int, int]:
@@ -87,25 +91,53 @@ def is_archive(path: Path) -> bool:
         return False
 
 
-def download(url: str, directory: Path) -> Source:
-    """ADD <url>: fetch into ``directory`` (mode 0600, mtime from Last-Modified)."""
-    name = Path(urllib.parse.urlparse(url).path).name
-    target = directory / (name or "download")
+def download(url: str, directory: Path, dest: str) -> Source:
+    """ADD <url>: fetch into ``directory`` (mode 0600, mtime from Last-Modified), as dockerd does.
+
+    The file is named after the URL's last path segment, else the response's
+    Content-Disposition filename; with neither, a destination directory (``dest`` ending in
+    ``/``) is an error, and a file destination gets the placeholder name Docker uses.
+    """
     request = urllib.request.Request(url, headers={"User-Agent": "skiff-builder"})
     try:
-        with urllib.request.urlopen(request, timeout=60) as response, open(target, "wb") as f:
-            total = 0
-            while chunk := response.read(1024 * 1024):
-                total += len(chunk)
-                if total > DOWNLOAD_LIMIT:
-                    raise InvalidArgument(f"ADD {url}: larger than {DOWNLOAD_LIMIT} bytes")
-                f.write(chunk)
+        with urllib.request.urlopen(request, timeout=60) as response:
+            name = _download_name(url, response.headers.get("Content-Disposition", ""))
+            if not name and dest.endswith("/"):
+                raise InvalidArgument(f"cannot determine filename for source {url}")
+            target = directory / (name or _UNNAMED)
+            with open(target, "wb") as f:
+                total = 0
+                while chunk := response.read(1024 * 1024):
+                    total += len(chunk)
+                    if total > DOWNLOAD_LIMIT:
+                        raise InvalidArgument(f"ADD {url}: larger than {DOWNLOAD_LIMIT} bytes")
+                    f.write(chunk)
             modified = response.headers.get("Last-Modified")
+    except urllib.error.HTTPError as exc:
+        body = exc.read(4096).decode("utf-8", "replace").strip()
+        raise NotFound(f"failed to GET {url} with status {exc.code} {exc.reason}: {body}") from None
     except OSError as exc:
-        raise NotFound(f"failed to get {url}: {exc}") from None
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        raise NotFound(f"failed to GET {url}: {reason}") from None
     os.chmod(target, 0o600)
     if modified:
         with contextlib.suppress(TypeError, ValueError):
             stamp = parsedate_to_datetime(modified).timestamp()
             os.utime(target, (stamp, stamp))
-    return Source(target, name, False)
+    return Source(target, target.name, False)
+
+
+def _download_name(url: str, disposition: str) -> str:
+    """dockerd's getFilenameForDownload: the URL path's base name, else Content-Disposition's."""
+    path = urllib.parse.urlparse(url).path
+    candidates = [path]
+    if disposition:
+        message = email.message.Message()
+        message["Content-Disposition"] = disposition
+        filename = message.get_param("filename", header="Content-Disposition")
+        candidates.append(filename if isinstance(filename, str) else "")
+    for candidate in candidates:
+        name = posixpath.basename(candidate) if candidate and not candidate.endswith("/") else ""
+        if name not in ("", ".", ".."):  # never a name that leaves the download directory
+            return name
+    return ""

@@ -497,7 +497,7 @@ class BuildService:
         sources = [s for raw, s in zip(instruction.sources, sources, strict=True) if raw not in inline]
         urls = [s for s in sources if instruction.add and _is_url(s)]
         local = [s for s in sources if s not in urls]
-        downloads = [await self._download(job, u) for u in urls] + list(inline.values())
+        downloads = [await self._download(job, u, dest) for u in urls] + list(inline.values())
         image = cur.image
         state = cur.state
         flags = json.dumps([chown, instruction.chmod, instruction.from_])
@@ -587,10 +587,10 @@ class BuildService:
                 f"invalid from flag value {name}: the image is not present locally and skiff cannot pull it"
             ) from None
 
-    async def _download(self, job: BuildJob, url: str) -> Source:
+    async def _download(self, job: BuildJob, url: str, dest: str) -> Source:
         """ADD <url>: fetched into the job's directory."""
         directory = Path(tempfile.mkdtemp(prefix="download-", dir=job.directory))
-        return await finish_in_thread(lambda: download(url, directory))
+        return await finish_in_thread(lambda: download(url, directory, dest))
 
     # -- prune ---------------------------------------------------------------------------------
 
