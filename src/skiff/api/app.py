@@ -159,13 +159,13 @@ def qfilters(request: web.Request) -> dict[str, list[str]]:
 
 
 def create_app(engine: Engine) -> web.Application:
-    from skiff.api import build, containers, ctrfs, execs, images, networks, system, volumes
+    from skiff.api import build, containers, ctrfs, distribution, execs, images, networks, system, volumes
 
     app = web.Application(middlewares=[errors_middleware], client_max_size=1024**4)
     app[ENGINE_KEY] = engine
     app.on_response_prepare.append(_add_headers)
     routes = Routes(app)
-    for module in (system, containers, ctrfs, images, build, execs, networks, volumes):
+    for module in (system, containers, ctrfs, images, distribution, build, execs, networks, volumes):
         module.register(routes)
     from skiff.api import swarm
 

@@ -17,7 +17,7 @@ from skiff.api.app import Routes, engine_of, qbool, qfilters
 from skiff.api.filters import image_matches
 from skiff.api.render import image_history, image_inspect, image_summary
 from skiff.api.streams import JsonLines
-from skiff.errors import InvalidArgument, NotFound, SkiffError
+from skiff.errors import InvalidArgument, SkiffError
 from skiff.images.archive_load import ImageLoaded, LayerProgress
 from skiff.units import human_size
 
@@ -80,17 +80,13 @@ async def _spool(request: web.Request) -> tempfile.SpooledTemporaryFile[bytes]:
 
 
 async def create(request: web.Request) -> web.StreamResponse:
-    """``POST /images/create``: import from the body (fromSrc=-); pulls come with the registry work."""
+    """``POST /images/create``: a pull (fromImage=, see api/distribution.py) or an import (fromSrc=)."""
     engine = engine_of(request)
     src = request.query.get("fromSrc")
     if src is None:
-        from_image = request.query.get("fromImage", "")
-        tag = request.query.get("tag", "")
-        ref = f"{from_image}:{tag}" if tag and not tag.startswith("sha256:") else from_image
-        raise NotFound(
-            f"pull access denied for {from_image}: skiff cannot pull from registries yet; "
-            f"use 'skiff image bootstrap' or 'skiff import' to create {ref or 'the image'} locally"
-        )
+        from skiff.api.distribution import pull
+
+        return await pull(request)
     repo = request.query.get("repo", "")
     tag_name = request.query.get("tag", "")
     repo_tag = (f"{repo}:{tag_name}" if tag_name else repo) or None

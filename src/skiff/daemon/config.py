@@ -39,6 +39,10 @@ class DaemonConfig:
     tlscacert: Path | None = None
     tlscert: Path | None = None
     tlskey: Path | None = None
+    # Registries (daemon.json's names): docker.io pulls try the mirrors first; insecure
+    # registries (host[:port] or CIDR; localhost and 127.0.0.0/8 always) may be plain HTTP.
+    registry_mirrors: tuple[str, ...] = ()
+    insecure_registries: tuple[str, ...] = ()
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
@@ -53,6 +57,16 @@ def load_config_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidArgument(f"config file {path} must hold a mapping of settings")
     return data
+
+
+def _registry_list(key: str, value: Any) -> tuple[str, ...]:
+    from skiff.registry.client_endpoints import validate_insecure, validate_mirror
+
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(v, str) for v in items):
+        raise InvalidArgument(f"setting {key!r} must be a list of strings")
+    check = validate_mirror if key.replace("_", "-") == "registry-mirrors" else validate_insecure
+    return tuple(check(v) for v in items)
 
 
 def merge(config: DaemonConfig, settings: dict[str, Any]) -> DaemonConfig:
@@ -72,6 +86,8 @@ def merge(config: DaemonConfig, settings: dict[str, Any]) -> DaemonConfig:
             raise InvalidArgument(f"setting {key!r} must be true or false, not {value!r}")
         elif name == "hosts":
             value = (value,) if isinstance(value, str) else tuple(value)
+        elif name in ("registry_mirrors", "insecure_registries"):
+            value = _registry_list(key, value)
         changes[name] = value
     result = replace(config, **changes)
     if result.runtime not in ("runc", "crun"):

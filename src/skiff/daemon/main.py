@@ -52,6 +52,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--iptables-chain-prefix", help="prefix of skiff's iptables chains (default SKIFF)")
     p.add_argument(
+        "--registry-mirror",
+        action="append",
+        metavar="URL",
+        help="preferred registry mirror for docker.io pulls; repeatable (daemon.json: registry-mirrors)",
+    )
+    p.add_argument(
+        "--insecure-registry",
+        action="append",
+        metavar="HOST|CIDR",
+        help="registry that may use plain HTTP or unverified TLS; repeatable (localhost is always)",
+    )
+    p.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="log level (default info)"
     )
     p.add_argument("--version", action="version", version=f"skiffd {__version__}")
@@ -88,6 +100,8 @@ def build_config(args: argparse.Namespace) -> DaemonConfig:
         "tlscacert": args.tlscacert,
         "tlscert": args.tlscert,
         "tlskey": args.tlskey,
+        "registry-mirrors": args.registry_mirror,
+        "insecure-registries": args.insecure_registry,
     }
     return merge(config, {k: v for k, v in flags.items() if v is not None})
 
@@ -109,6 +123,7 @@ async def serve(config: DaemonConfig) -> None:
     from skiff.api.app import create_app
     from skiff.engine.engine import Engine, EngineConfig
     from skiff.engine.networks import NetworkConfig
+    from skiff.registry.client_endpoints import RegistryConfig
 
     plan = plan_listeners(config)  # a bad address or certificate stops us before anything is touched
     engine = Engine(
@@ -124,6 +139,7 @@ async def serve(config: DaemonConfig) -> None:
                 pool_size=config.default_address_pool_size,
                 chain_prefix=config.iptables_chain_prefix,
             ),
+            registry=RegistryConfig(mirrors=config.registry_mirrors, insecure=config.insecure_registries),
         )
     )
     await engine.start()

@@ -9,6 +9,7 @@ from pathlib import Path
 from skiff.engine.build import BuildService
 from skiff.engine.containers import ContainerService
 from skiff.engine.ctrfs import ContainerFS
+from skiff.engine.distribution import DistributionService
 from skiff.engine.events import EventBus
 from skiff.engine.execs import ExecService
 from skiff.engine.health import HealthMonitor
@@ -16,6 +17,8 @@ from skiff.engine.images import ImageService
 from skiff.engine.networks import NetworkConfig, NetworkService
 from skiff.engine.volumes import VolumeService
 from skiff.images.imagestore import ImageStore
+from skiff.registry.client_endpoints import RegistryConfig
+from skiff.registry.client_session import Registries
 from skiff.runtime.runc import Runtime
 from skiff.store.content import ContentStore
 from skiff.store.metadata import MetadataDB
@@ -33,6 +36,7 @@ class EngineConfig:
     runtime: str = "runc"
     cgroup_parent: str = "skiff"
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
 
 
 class Engine:
@@ -77,6 +81,12 @@ class Engine:
             events=self.events,
         )
         self.images = ImageService(self.image_store, self.containers, self.events)
+        self.distribution = DistributionService(
+            self.image_store,
+            self.events,
+            Registries(config.registry, root / "distribution"),
+            self.images.spool_dir,
+        )
         self.builds = BuildService(root, self.db, self.image_store, self.images, self.containers)
         self.execs = ExecService(self.containers)
         self.health = HealthMonitor(self.containers, self.execs)
@@ -95,8 +105,10 @@ class Engine:
         self.volumes.reconcile()
         await self.builds.recover()  # interrupted builds' leftovers go before the image store's GC
         self.image_store.recover()
+        self.distribution.recover()  # after the image GC: metadata of what it removed goes too
 
     async def stop(self) -> None:
+        await self.distribution.close()
         await self.containers.shutdown()
         await self.networks.close()
         await self.volumes.drain()
