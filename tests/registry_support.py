@@ -225,7 +225,9 @@ class Api:
 
     def __call__(self, method: str, path: str, **kw: Any) -> requests.Response:
         target = path if path.startswith("http") else self.url + path
-        return self.s.request(method, target, timeout=60, allow_redirects=False, **{**self.kw, **kw})
+        merged = {**self.kw, **kw}
+        merged["headers"] = {**self.kw.get("headers", {}), **kw.get("headers", {})}
+        return self.s.request(method, target, timeout=60, allow_redirects=False, **merged)
 
     def location(self, r: requests.Response) -> str:
         loc = r.headers["Location"]

@@ -132,9 +132,9 @@ def parse_manifest(content: bytes, content_type: str | None) -> Manifest:
         raise _invalid(f"not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise _invalid("not a JSON object")
+    media_type = _media_type(content_type, doc)
     if doc.get("schemaVersion") != 2:
         raise _invalid("schemaVersion must be 2")
-    media_type = _media_type(content_type, doc)
     digest = "sha256:" + hashlib.sha256(content).hexdigest()
     artifact_type = doc.get("artifactType")
     if artifact_type is not None and (not isinstance(artifact_type, str) or not artifact_type):

@@ -112,7 +112,8 @@ async def serve(
     on_ready: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT (or ``stop``); ``on_ready`` gets the URL once listening."""
+    """Serve until SIGTERM/SIGINT, or until ``stop`` is set when given (then signals are left
+    alone, so tests can run a server in a thread); ``on_ready`` gets the URL once listening."""
     check_config(config)
     ctx = tls_context(config.tls_cert, config.tls_key) if config.tls_cert and config.tls_key else None
     lock = lock_root(config.root)
@@ -136,10 +137,11 @@ async def serve(
                 ) from None
             host, port = runner.addresses[0][:2]
             shown = f"[{host}]" if ":" in host else host
-            stop = stop or asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
+            if stop is None:  # the process's own server: signals stop it
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(sig, stop.set)
             url = f"{config.scheme}://{shown}:{port}"
             log.info("skiff registry serving %s on %s (pid %d)", config.root, url, os.getpid())
             if on_ready is not None:
