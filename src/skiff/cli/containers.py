@@ -13,8 +13,10 @@ from skiff.cli.options.flags import CONTAINER_OPTIONS, apply
 from skiff.cli.progress import show_progress
 from skiff.cli.streamio import console_size, pump
 from skiff.client import Client
+from skiff.client.credentials import registry_auth_header
 from skiff.client.errors import DaemonError
 from skiff.errors import NotFound, SkiffError
+from skiff.images.reference import parse_reference
 
 RUN_FAILED = 125  # docker: the daemon or the CLI failed before the command ran
 CANNOT_INVOKE = 126
@@ -38,10 +40,9 @@ def _full_reference(image: str) -> str:
 
 
 def _pull(client: Client, image: str, quiet: bool) -> None:
-    repo, _, tag = _full_reference(image).rpartition(":")
-    if "@" in image:
-        repo, tag = image, ""
-    show_progress(client.pull(repo, tag or None), quiet=quiet, err=True)
+    ref = parse_reference(image)
+    header = registry_auth_header(ref.domain)
+    show_progress(client.pull(ref.name(), ref.digest or ref.tag, registry_auth=header), quiet=quiet, err=True)
 
 
 def create_container(client: Client, req: CreateRequest, pull: str, quiet: bool) -> str:

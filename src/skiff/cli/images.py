@@ -1,4 +1,4 @@
-"""images, image ls|inspect|rm|prune|history|tag|import|pull|bootstrap, tag, rmi, history, import, pull."""
+"""images, image ls|inspect|rm|prune|history|tag|import|pull|push|bootstrap, tag, rmi, history, import, pull, push."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ from skiff.cli.format.rows import (
 )
 from skiff.cli.format.table import render_rows
 from skiff.cli.progress import show_progress
+from skiff.client.credentials import registry_auth_header
 from skiff.errors import SkiffError
+from skiff.images.reference import parse_reference
 
 
 @click.command("images")
@@ -188,18 +190,50 @@ def import_(
 
 
 @click.command("pull")
+@click.option("-a", "--all-tags", is_flag=True, help="Download all tagged images in the repository")
 @click.option("-q", "--quiet", is_flag=True, help="Suppress verbose output")
 @click.option("--platform", help="Set platform if server is multi-platform capable")
-@click.option("-a", "--all-tags", is_flag=True, help="Download all tagged images (not supported)")
+@click.option("--disable-content-trust", is_flag=True, hidden=True, help="Skip image verification (always)")
 @click.argument("name")
 @pass_cli
-def pull(obj: CliContext, quiet: bool, platform: str | None, all_tags: bool, name: str) -> None:
+def pull(
+    obj: CliContext, all_tags: bool, quiet: bool, platform: str | None, disable_content_trust: bool, name: str
+) -> None:
     """Download an image from a registry."""
-    last = name.rsplit("/", 1)[-1]
-    repo, tag_ = name.rsplit(":", 1) if ":" in last and "@" not in name else (name, "latest")
-    show_progress(obj.client.pull(repo, tag_, platform), quiet=quiet)
-    full = name if "@" in name else f"{repo}:{tag_}"
-    click.echo(full if quiet else (full if ":" in full else name))
+    ref = parse_reference(name, default_tag=False)
+    if all_tags and (ref.tag or ref.digest):
+        raise SkiffError("tag can't be used with --all-tags/-a")
+    if not all_tags and ref.tag is None and ref.digest is None:
+        if not quiet:
+            click.echo("Using default tag: latest")
+        ref = ref.with_tag("latest")
+    tag = ref.digest or ref.tag
+    header = registry_auth_header(ref.domain)
+    show_progress(obj.client.pull(ref.name(), tag, platform, header, all_tags=all_tags), quiet=quiet)
+    click.echo(ref.canonical())
+
+
+@click.command("push")
+@click.option("-a", "--all-tags", is_flag=True, help="Push all tags of an image to the repository")
+@click.option("-q", "--quiet", is_flag=True, help="Suppress verbose output")
+@click.option("--disable-content-trust", is_flag=True, hidden=True, help="Skip image signing (always)")
+@click.argument("name")
+@pass_cli
+def push(obj: CliContext, all_tags: bool, quiet: bool, disable_content_trust: bool, name: str) -> None:
+    """Upload an image to a registry."""
+    ref = parse_reference(name, default_tag=False)
+    if ref.digest:
+        raise SkiffError("cannot push a digest reference")
+    if all_tags and ref.tag:
+        raise SkiffError("tag can't be used with --all-tags/-a")
+    if not all_tags and ref.tag is None:
+        if not quiet:
+            click.echo("Using default tag: latest")
+        ref = ref.with_tag("latest")
+    header = registry_auth_header(ref.domain)
+    show_progress(obj.client.push(ref.name(), ref.tag, header), quiet=quiet)
+    if quiet:
+        click.echo(ref.canonical())
 
 
 @click.command("bootstrap")
@@ -227,6 +261,7 @@ def register(group: click.Group) -> None:
     group.add_command(tag)
     group.add_command(import_)
     group.add_command(pull)
+    group.add_command(push)
     for command, name in (
         (images, "ls"),
         (image_inspect, "inspect"),
@@ -236,6 +271,7 @@ def register(group: click.Group) -> None:
         (tag, "tag"),
         (import_, "import"),
         (pull, "pull"),
+        (push, "push"),
         (bootstrap, "bootstrap"),
     ):
         image_group.add_command(command, name)

@@ -64,6 +64,7 @@ def _register() -> None:
         exec_logs,
         images,
         lifecycle,
+        login,
         networks,
         query,
         registry,
@@ -86,6 +87,7 @@ def _register() -> None:
         volumes,
         system,
         registry,
+        login,
     ):
         module.register(cli)
 

@@ -52,7 +52,12 @@ def _plain(messages: Iterator[dict[str, Any]], err: bool) -> str | None:
     for msg in messages:
         image_id = _aux_id(msg) or image_id
         # Byte-level progress is noise without a terminal to redraw on.
-        if msg.get("progressDetail") and msg.get("status") in ("Downloading", "Extracting", "Importing"):
+        if msg.get("progressDetail") and msg.get("status") in (
+            "Downloading",
+            "Extracting",
+            "Importing",
+            "Pushing",
+        ):
             continue
         line = _line(msg)
         if line:

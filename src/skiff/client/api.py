@@ -417,16 +417,45 @@ class Client:
         self._call(self._api.tag, ref, repository, tag)
 
     def pull(
-        self, repository: str, tag: str | None = None, platform: str | None = None
+        self,
+        repository: str,
+        tag: str | None = None,
+        platform: str | None = None,
+        registry_auth: str = "e30=",
+        all_tags: bool = False,
     ) -> Iterator[JSONDict]:
-        """``POST /images/create?fromImage=``: progress messages."""
-        params: dict[str, Any] = {"fromImage": repository, "tag": tag or "latest"}
+        """``POST /images/create?fromImage=``: progress messages (``all_tags``: no tag, every tag)."""
+        params: dict[str, Any] = {"fromImage": repository}
+        if not all_tags:
+            params["tag"] = tag or "latest"
         if platform:
             params["platform"] = platform
-        headers = {"X-Registry-Auth": "e30="}
+        headers = {"X-Registry-Auth": registry_auth}
         return self._stream_json(
             "POST", self._url("/images/create"), params=params, headers=headers, timeout=None
         )
+
+    def push(
+        self, repository: str, tag: str | None = None, registry_auth: str = "e30="
+    ) -> Iterator[JSONDict]:
+        """``POST /images/{name}/push?tag=``: progress messages (no tag: every tag of the repository)."""
+        params: dict[str, Any] = {"tag": tag} if tag else {}
+        headers = {"X-Registry-Auth": registry_auth}
+        url = self._url("/images/{0}/push", repository)
+        return self._stream_json("POST", url, params=params, headers=headers, timeout=None)
+
+    def login(self, username: str, password: str, server: str, identity_token: str = "") -> JSONDict:
+        """``POST /auth``: ``{"Status": "Login Succeeded", "IdentityToken": ..}`` or 401."""
+        body: JSONDict = {"username": username, "password": password, "serveraddress": server}
+        if identity_token:
+            body["identitytoken"] = identity_token
+        headers = {"Content-Type": "application/json"}
+        return dict(self._json("POST", self._url("/auth"), data=json.dumps(body), headers=headers) or {})
+
+    def distribution(self, name: str, registry_auth: str = "e30=") -> JSONDict:
+        """``GET /distribution/{name}/json``: the registry's descriptor and platforms of an image."""
+        headers = {"X-Registry-Auth": registry_auth}
+        return dict(self._json("GET", self._url("/distribution/{0}/json", name), headers=headers) or {})
 
     def import_image(
         self,
