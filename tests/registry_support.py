@@ -252,13 +252,20 @@ class Api:
         return self("PUT", f"/v2/{name}/manifests/{ref}", data=body, headers={"Content-Type": media_type})
 
     def push_image(
-        self, name: str, ref: str, layers: Sequence[bytes], *, marker: str = "", oci: bool = True
+        self,
+        name: str,
+        ref: str,
+        layers: Sequence[bytes],
+        *,
+        marker: str = "",
+        oci: bool = True,
+        layer_type: str | None = None,
     ) -> tuple[str, bytes]:
         """Push layers, a config and a manifest; returns (manifest digest, manifest bytes)."""
         config = image_config([sha256(t) for t in layers], marker)
         for blob in (*layers, config):
             self.push_blob(name, blob)
-        body = image_manifest(config, layers, oci=oci)
+        body = image_manifest(config, layers, oci=oci, layer_type=layer_type)
         mt = OCI_MANIFEST if oci else DOCKER_MANIFEST
         r = self.push_manifest(name, ref, body, mt)
         assert r.status_code == 201, r.text
@@ -281,6 +288,7 @@ def image_manifest(
     *,
     oci: bool = True,
     config_type: str | None = None,
+    layer_type: str | None = None,
     **extra: Any,
 ) -> bytes:
     if oci:
@@ -288,7 +296,7 @@ def image_manifest(
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
             "config": descriptor(config_type or "application/vnd.oci.image.config.v1+json", config),
-            "layers": [descriptor("application/vnd.oci.image.layer.v1.tar", t) for t in layers],
+            "layers": [descriptor(layer_type or "application/vnd.oci.image.layer.v1.tar", t) for t in layers],
             **extra,
         }
     else:
@@ -296,7 +304,9 @@ def image_manifest(
             "schemaVersion": 2,
             "mediaType": DOCKER_MANIFEST,
             "config": descriptor("application/vnd.docker.container.image.v1+json", config),
-            "layers": [descriptor("application/vnd.docker.image.rootfs.diff.tar", t) for t in layers],
+            "layers": [
+                descriptor(layer_type or "application/vnd.docker.image.rootfs.diff.tar", t) for t in layers
+            ],
             **extra,
         }
     return json.dumps(doc, indent=2).encode()
