@@ -26,6 +26,7 @@ from rich.console import Console
 
 from skiff.build.dockerignore import read_patterns
 from skiff.cli.context import CliContext, ExitCode, pass_cli
+from skiff.cli.remote_context import download_context, git_checkout, is_git_url, is_url
 from skiff.errors import InvalidArgument, SkiffError
 from skiff.units import human_size, parse_size
 
@@ -45,15 +46,20 @@ def _pairs(values: tuple[str, ...], what: str, from_env: bool = False) -> dict[s
     return out
 
 
-def _dockerfile_text(dockerfile: str | None, context_dir: Path) -> tuple[str | None, str | None]:
-    """(name in the context, contents to add) as docker-py's ``process_dockerfile`` decides."""
+def _dockerfile_text(
+    dockerfile: str | None, context_dir: Path, base: Path | None = None
+) -> tuple[str | None, str | None]:
+    """(name in the context, contents to add) as docker-py's ``process_dockerfile`` decides.
+
+    A relative ``dockerfile`` is relative to ``base`` (default: the working directory).
+    """
     if dockerfile is None:
         return None, None
     if dockerfile == "-":
         return f".dockerfile.{secrets.token_hex(10)}", sys.stdin.read()
     path = Path(dockerfile)
     if not path.is_absolute():
-        path = Path.cwd() / path
+        path = (base or Path.cwd()) / path
     try:
         rel = path.resolve().relative_to(context_dir.resolve())
     except ValueError:
@@ -70,16 +76,31 @@ def pack_context(source: str, dockerfile: str | None) -> tuple[IO[bytes], str | 
     if source == "-":
         if dockerfile == "-":
             raise InvalidArgument("invalid argument: can't use stdin for both build context and dockerfile")
-        data = sys.stdin.buffer.read()
-        if not _is_tar(data):
-            return _single_file_tar("Dockerfile", data), None
-        return io.BytesIO(data), dockerfile
-    if source.startswith(("http://", "https://", "git://", "git@", "github.com/")):
-        raise InvalidArgument("remote build contexts are not supported yet: clone or download it first")
+        return _from_bytes(sys.stdin.buffer.read(), dockerfile)
+    if is_git_url(source):
+        with git_checkout(source) as checkout:  # -f is relative to the checkout, as docker's
+            return _pack_directory(checkout, dockerfile, base=checkout)
+    if is_url(source):
+        return _from_bytes(download_context(source), dockerfile)
     context_dir = Path(source)
     if not context_dir.is_dir():
         raise InvalidArgument(f'unable to prepare context: path "{source}" not found')
-    name, contents = _dockerfile_text(dockerfile, context_dir)
+    return _pack_directory(context_dir, dockerfile)
+
+
+def _from_bytes(data: bytes, dockerfile: str | None) -> tuple[IO[bytes], str | None]:
+    """A context given whole (stdin, a URL): an archive as it is, else a lone Dockerfile."""
+    if _is_tar(data):
+        return io.BytesIO(data), dockerfile
+    if dockerfile == "-":
+        raise InvalidArgument("unable to prepare context: build context is not an archive")
+    return _single_file_tar("Dockerfile", data), None
+
+
+def _pack_directory(
+    context_dir: Path, dockerfile: str | None, base: Path | None = None
+) -> tuple[IO[bytes], str | None]:
+    name, contents = _dockerfile_text(dockerfile, context_dir, base)
     ignore = context_dir / ".dockerignore"
     patterns = read_patterns(ignore.read_text()) if ignore.is_file() else []
     files = sorted(exclude_paths(str(context_dir), list(patterns), dockerfile=name))
