@@ -196,6 +196,58 @@ def test_failing_run_stops_cleanly(daemon: Daemon, tmp_path: Path) -> None:
 
 
 @needs_docker
+def test_every_instruction_reaches_the_image_and_later_steps(daemon: Daemon, tmp_path: Path) -> None:
+    """MAINTAINER, SHELL, USER and WORKDIR as RUN sees them, COPY wildcards with --chown by name,
+    a predefined proxy ARG, VOLUME, STOPSIGNAL, ENTRYPOINT, HEALTHCHECK NONE, --label, two -t."""
+    dockerfile = """FROM busybox
+MAINTAINER skiff tests <t@example.com>
+SHELL ["/bin/sh", "-ec"]
+RUN echo app:x:1234:1234::/tmp:/bin/sh >> /etc/passwd; echo app:x:1234: >> /etc/group
+WORKDIR /work/deep
+USER app
+RUN id -u > /tmp/uid; pwd > /tmp/pwd; echo "$0 $-" > /tmp/shell
+COPY --chown=app files/*.txt /data/
+USER root
+RUN echo "$HTTP_PROXY" > /tmp/proxy
+VOLUME ["/data"]
+STOPSIGNAL SIGUSR1
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["cat /tmp/uid /tmp/pwd /tmp/shell /tmp/proxy; stat -c '%u %n' /data/*"]
+HEALTHCHECK NONE
+"""
+    write(tmp_path, {"Dockerfile": dockerfile, "files/a.txt": "a", "files/b.txt": "b", "files/c.md": "c"})
+    with tags(daemon) as made:
+        one, two = unique(), f"{unique()}:second"
+        made += [one, two]
+        r = docker_build(
+            daemon, "-t", one, "-t", two, "--label", "org.example.built-by=test",
+            "--build-arg", "HTTP_PROXY=http://proxy.invalid:3128", str(tmp_path),
+        )  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "were not consumed" not in r.stdout + r.stderr  # predefined ARGs need no ARG line
+        api = daemon.client()
+        image = api.inspect_image(one)
+        assert api.inspect_image(two)["Id"] == image["Id"]
+        config = image["Config"]
+        assert image["Author"] == "skiff tests <t@example.com>"
+        assert config["Shell"] == ["/bin/sh", "-ec"]
+        assert (config["User"], config["WorkingDir"]) == ("root", "/work/deep")
+        assert config["Volumes"] == {"/data": {}}
+        assert config["StopSignal"] == "SIGUSR1"
+        assert config["Entrypoint"] == ["/bin/sh", "-c"]
+        assert config["Healthcheck"] == {"Test": ["NONE"]}
+        assert config["Labels"] == {"org.example.built-by": "test"}
+        assert not any("HTTP_PROXY" in e for e in config["Env"])
+        # Docker keeps a predefined ARG out of the history unless the Dockerfile declares it.
+        assert not any("proxy.invalid" in h["CreatedBy"] for h in api.history(one))
+        uid, pwd, shell, proxy, *owners = run_output(daemon, one).splitlines()
+        assert (uid, pwd, proxy) == ("1234", "/work/deep", "http://proxy.invalid:3128")
+        name, flags = shell.split()
+        assert name == "/bin/sh" and "e" in flags  # RUN ran under SHELL's -e
+        assert owners == ["1234 /data/a.txt", "1234 /data/b.txt"]  # c.md not matched
+
+
+@needs_docker
 def test_docker_history_names_every_step_image(daemon: Daemon, tmp_path: Path) -> None:
     write(
         tmp_path,
