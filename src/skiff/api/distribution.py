@@ -10,6 +10,8 @@ operation.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -48,29 +50,55 @@ def messages(event: Event) -> list[dict[str, Any]]:
     return [msg]
 
 
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 async def stream_events(request: web.Request, events: AsyncGenerator[Event, None]) -> web.StreamResponse:
-    """Write ``events`` as JSON lines; errors before the first line keep their HTTP status."""
-    try:
-        first = await anext(events)
-    except StopAsyncIteration:
-        first = None
-    out = await JsonLines.open(request)
-    try:
-        if first is not None:
-            for m in messages(first):
-                await out.send(m)
+    """Write ``events`` as JSON lines; errors before the first line keep their HTTP status.
+
+    A download can be silent for long (a stalled registry): the connection is checked once a
+    second, and a client that left cancels the operation (as dockerd's context does).
+    """
+    out: JsonLines | None = None
+
+    async def pump() -> None:
+        nonlocal out
+        try:
             async for event in events:
+                if out is None:
+                    out = await JsonLines.open(request)
                 for m in messages(event):
                     await out.send(m)
+        finally:
+            await events.aclose()  # a write that failed (client gone) cancels the operation
+
+    task = asyncio.create_task(pump())
+    while not task.done():
+        await asyncio.wait({task}, timeout=1.0)
+        if not task.done() and _client_gone(request):
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            return out.response if out is not None else web.Response(status=204)
+    try:
+        task.result()
     except SkiffError as exc:
+        if out is None:
+            raise  # nothing written yet: the error keeps its status
         await out.error(exc.message)
     except (ConnectionResetError, BrokenPipeError):
-        await events.aclose()  # the client is gone: cancel the pull or push
-        raise
-    except Exception as exc:  # the stream has begun: the error can only go into it
+        return out.response if out is not None else web.Response(status=204)
+    except Exception as exc:
+        if out is None:
+            raise
         log.exception("%s %s: internal error", request.method, request.path)
-        await out.error(f"internal error: {exc}")
-    await out.close()
+        await out.error(f"internal error: {exc}")  # the stream has begun: the error goes into it
+    if out is None:
+        out = await JsonLines.open(request)
+    with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+        await out.close()
     return out.response
 
 

@@ -214,6 +214,10 @@ def parse_challenges(headers: list[str]) -> list[Challenge]:
                         s.token68()
                     break
                 s.pos += 1
+                if not params and s.peek() in ("=", "", ","):
+                    while s.peek() == "=":  # token68 padding ("abc=="), not a parameter
+                        s.pos += 1
+                    break
                 s.skip_space()
                 if s.peek() == '"':
                     value = s.quoted()
