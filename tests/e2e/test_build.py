@@ -140,6 +140,9 @@ def test_docker_cli_build_cache_hits_and_misses(daemon: Daemon, tmp_path: Path) 
         assert again.stdout.count(" ---> Using cache") == 10  # every step but FROM
         assert "Running in" not in again.stdout
         assert daemon.client().inspect_image(name)["Id"] == first_id
+        fresh = docker_build(daemon, "--no-cache", "-t", name, str(ctx), "--build-arg", "GREETING=hi")
+        assert fresh.returncode == 0, fresh.stderr
+        assert "Using cache" not in fresh.stdout and fresh.stdout.count("Running in") == 1
 
         # A changed file misses from its COPY on; a changed build arg from its RUN on.
         (ctx / "app" / "main.sh").write_text("#!/bin/sh\necho changed\n")
@@ -163,6 +166,25 @@ def test_docker_cli_errors(daemon: Daemon, tmp_path: Path) -> None:
     r = docker_build(daemon, "-", input=b"FROM busybox\nCOPY nothing-here /x\n")
     assert r.returncode == 1
     assert "COPY failed: file not found in build context" in r.stderr
+
+
+@needs_docker
+def test_docker_cli_context_as_a_tarball_on_stdin(daemon: Daemon) -> None:
+    body = io.BytesIO()
+    with tarfile.open(fileobj=body, mode="w:gz") as tf:
+        for name, data in (
+            ("build/Dockerfile", b'FROM busybox\nCOPY note /note\nCMD ["cat", "/note"]\n'),
+            ("note", b"from stdin\n"),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    with tags(daemon) as made:
+        name = unique()
+        made.append(name)
+        r = docker_build(daemon, "-t", name, "-f", "build/Dockerfile", "-", input=body.getvalue())
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert run_output(daemon, name) == "from stdin\n"
 
 
 @needs_docker
