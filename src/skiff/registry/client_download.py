@@ -76,6 +76,11 @@ class LayerDownload:
             self.done = True
             self._cond.notify_all()
 
+    def wait_done(self) -> None:
+        with self._cond:
+            while not self.done:
+                self._cond.wait()
+
     def wait(self, timeout: float) -> None:
         with self._cond:
             if not self.done:
@@ -107,7 +112,13 @@ class FollowReader:
         self._dl = download
         self._cancel = cancel
         self._on_read = on_read
-        self._file = open(download.path, "rb")
+        try:
+            self._file = open(download.path, "rb")
+        except FileNotFoundError:
+            download.wait_done()
+            if download.error is not None:
+                raise download.error from None  # a failed download removed its file
+            raise
         self.position = 0
 
     def read(self, n: int = -1) -> bytes:
@@ -168,6 +179,8 @@ class DownloadManager:
         dl = self._active.get(digest)
         if dl is None or (dl.done and dl.error is not None):
             dl = LayerDownload(digest, size, self.path(digest))
+            # The file exists before anyone can try to read it (readers start at once).
+            os.close(os.open(dl.path, os.O_WRONLY | os.O_CREAT, 0o600))
             self._active[digest] = dl
             dl.task = asyncio.get_running_loop().create_task(self._run(client, repo_path, dl))
         dl.users += 1
