@@ -8,6 +8,7 @@ import base64
 import json
 import secrets
 import sqlite3
+import string
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -16,6 +17,8 @@ from pathlib import Path
 import bcrypt
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from skiff.errors import Conflict
 from skiff.registry.server import ServeConfig, collect_garbage, serve
@@ -431,3 +434,49 @@ def test_config_errors(tmp_path: Path) -> None:
     ]:
         with pytest.raises(Exception, match=message):
             Server(config)
+
+
+# -- never a 500 -----------------------------------------------------------------------------------
+
+_SEGMENT = st.one_of(
+    st.sampled_from(["a", "A", "a/b", "..", "_catalog", "x" * 300, "%2e%2e", "a//b", "blobs", "manifests"]),
+    st.text(string.ascii_letters + string.digits + "._-:/%", max_size=40),
+)
+_REF = st.one_of(
+    st.sampled_from(["latest", "sha256:" + "a" * 64, "sha256:xyz", "sha512:" + "b" * 128, ".x", "-"]),
+    st.text(string.printable.strip(), max_size=20),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    method=st.sampled_from(["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"]),
+    name=_SEGMENT,
+    kind=st.sampled_from(["manifests", "blobs", "blobs/uploads", "tags/list", "referrers"]),
+    ref=_REF,
+    query=st.dictionaries(
+        st.sampled_from(["digest", "mount", "from", "n", "last", "tag", "artifactType", "digest-algorithm"]),
+        st.text(string.printable.strip(), max_size=20),
+        max_size=3,
+    ),
+    headers=st.dictionaries(
+        st.sampled_from(["Content-Range", "Range", "Content-Type", "Authorization"]),
+        st.text(string.ascii_letters + string.digits + " -=/*,:;", max_size=30),
+        max_size=3,
+    ),
+    body=st.binary(max_size=200),
+)
+def test_hostile_requests_are_never_500(
+    api: Api,
+    method: str,
+    name: str,
+    kind: str,
+    ref: str,
+    query: dict[str, str],
+    headers: dict[str, str],
+    body: bytes,
+) -> None:
+    r = api(method, f"/v2/{name}/{kind}/{ref}", params=query, headers=headers, data=body)
+    assert r.status_code < 500, r.text
+    if r.status_code >= 400 and method != "HEAD":
+        assert r.json()["errors"][0]["code"]

@@ -80,7 +80,10 @@ class Uploads:
             except (FileNotFoundError, NotADirectoryError):
                 raise upload_unknown(upload_id) from None
             s = self._sessions.setdefault(upload_id, Session(upload_id, owner, d, size))
-        if s.repo != repo or not s.dir.is_dir():
+        if not s.dir.is_dir():  # removed by gc (expired) or by a failed commit
+            self._sessions.pop(upload_id, None)
+            raise upload_unknown(upload_id)
+        if s.repo != repo:
             raise upload_unknown(upload_id)
         return s
 
