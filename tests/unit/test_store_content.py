@@ -81,3 +81,24 @@ def test_leaving_without_commit_discards(tmp_path: Path) -> None:
         w.write(b"data")
     assert list(store.walk()) == []
     assert list((tmp_path / "ingest").iterdir()) == []
+
+
+def test_adopt_renames_a_verified_file(tmp_path: Path) -> None:
+    store = ContentStore(tmp_path / "content")
+    data = b"uploaded elsewhere"
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    src = tmp_path / "content" / "upload"
+    src.write_bytes(data)
+    with pytest.raises(DataCorruption, match="size mismatch"):
+        store.adopt(src, digest, len(data) + 1)
+    assert src.exists() and not store.exists(digest)
+    info = store.adopt(src, digest, len(data))
+    assert (info.digest, info.size) == (digest, len(data))
+    assert not src.exists()
+    assert store.read(digest) == data
+    assert store.path(digest).stat().st_mode & 0o777 == 0o444
+    # Adopting a blob the store already holds just drops the source.
+    src.write_bytes(data)
+    store.adopt(src, digest, len(data))
+    assert not src.exists()
+    assert store.read(digest) == data
