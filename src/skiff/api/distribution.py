@@ -24,9 +24,31 @@ from skiff.api.streams import JsonLines
 from skiff.engine.distribution import Event, pull_spec, push_spec
 from skiff.errors import SkiffError
 from skiff.registry.auth import auth_from_json, decode_registry_auth
+from skiff.registry.client_endpoints import RegistryConfig, validate_mirror
 from skiff.registry.client_events import PushedTag
 
 log = logging.getLogger("skiff.api")
+
+
+def registry_info(config: RegistryConfig) -> dict[str, Any]:
+    """``RegistryConfig`` of ``GET /info``, as dockerd reports it (mirrors with a trailing slash)."""
+    mirrors = [validate_mirror(m) + "/" for m in config.mirrors]
+    indexes: dict[str, Any] = {
+        "docker.io": {"Name": "docker.io", "Mirrors": mirrors, "Secure": True, "Official": True}
+    }
+    cidrs = ["127.0.0.0/8", "::1/128"]
+    for entry in config.insecure:
+        if "/" in entry:
+            cidrs.append(entry)
+        else:
+            indexes[entry] = {"Name": entry, "Mirrors": [], "Secure": False, "Official": False}
+    return {
+        "AllowNondistributableArtifactsCIDRs": None,
+        "AllowNondistributableArtifactsHostnames": None,
+        "IndexConfigs": indexes,
+        "InsecureRegistryCIDRs": cidrs,
+        "Mirrors": mirrors,
+    }
 
 
 def messages(event: Event) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from skiff import __version__
 from skiff.api.app import API_VERSION, MIN_API_VERSION, Routes, clamp_ns, engine_of, qfilters
+from skiff.api.distribution import registry_info
 from skiff.api.filters import event_matches
 from skiff.errors import InvalidArgument
 from skiff.types.codec import to_plain
@@ -157,7 +158,7 @@ async def info(request: web.Request) -> web.Response:
             "OSType": "linux",
             "Architecture": platform.machine(),
             "IndexServerAddress": "https://index.docker.io/v1/",
-            "RegistryConfig": {"IndexConfigs": {}, "InsecureRegistryCIDRs": ["127.0.0.0/8"], "Mirrors": []},
+            "RegistryConfig": registry_info(engine.config.registry),
             "NCPU": os.cpu_count() or 1,
             "MemTotal": mem,
             "DockerRootDir": str(engine.config.root),
