@@ -136,6 +136,22 @@ def clamp_ns(value: int) -> int:
     return max(-(2**63), min(value, 2**63 - 1))
 
 
+def timestamp_ns(value: str | None) -> int | None:
+    """Docker's since/until for logs and events: Unix seconds (fractional) or RFC 3339, in ns."""
+    if not value:
+        return None
+    try:
+        return clamp_ns(int(float(value) * 1e9))
+    except (ValueError, OverflowError):
+        pass
+    from skiff.api.render import parse_time
+
+    try:
+        return clamp_ns(int(parse_time(value) * 1e9))
+    except (ValueError, OverflowError):
+        raise InvalidArgument(f"invalid timestamp {value!r}: use Unix seconds or RFC 3339") from None
+
+
 def qfilters(request: web.Request) -> dict[str, list[str]]:
     """Docker's ``filters`` query: {"key": ["v"]} or the old {"key": {"v": true}}."""
     raw = request.query.get("filters")

@@ -11,10 +11,10 @@ from typing import Protocol
 
 from aiohttp import web
 
-from skiff.api.app import Routes, clamp_ns, engine_of, qbool, qfilters, qint, read_json
+from skiff.api.app import Routes, engine_of, qbool, qfilters, qint, read_json, timestamp_ns
 from skiff.api.convert import spec_from_create, update_host_config
 from skiff.api.filters import check_container_filters, container_matches
-from skiff.api.render import container_inspect, container_summary, parse_time
+from skiff.api.render import container_inspect, container_summary
 from skiff.api.stats import stats_json
 from skiff.api.streams import STDERR, STDOUT, EscapeProxy, RawConnection, frame, hijack, parse_detach_keys
 from skiff.errors import Conflict, InvalidArgument, NotFound, SkiffError
@@ -173,16 +173,7 @@ async def wait(request: web.Request) -> web.StreamResponse:
 
 
 def _log_since(value: str | None) -> int | None:
-    if not value or value == "0":
-        return None
-    try:
-        return clamp_ns(int(float(value) * 1e9))
-    except (ValueError, OverflowError):
-        pass
-    try:
-        return clamp_ns(int(parse_time(value) * 1e9))
-    except (ValueError, OverflowError):
-        raise InvalidArgument(f"invalid timestamp {value!r}: use Unix seconds or RFC 3339") from None
+    return None if value == "0" else timestamp_ns(value)
 
 
 async def logs(request: web.Request) -> web.StreamResponse:

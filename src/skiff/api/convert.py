@@ -132,28 +132,29 @@ def _link(value: str) -> str:
     return f"{name}:{alias}"
 
 
+def _ip(value: str, parse: Any, what: str) -> str:
+    """``value`` checked by ``parse`` (an ipaddress constructor); "" passes."""
+    if value:
+        try:
+            parse(value)
+        except ValueError:
+            raise InvalidArgument(f"invalid {what} address: {value}") from None
+    return value
+
+
 def endpoint_config_from_json(value: Any, field: str = "EndpointConfig") -> EndpointConfig:
     """Docker's EndpointSettings (create's EndpointsConfig entry, or connect's body) -> EndpointConfig."""
     ep = _obj(value, field)
     ipam = _obj(ep.get("IPAMConfig"), f"{field}.IPAMConfig")
-    ipv4 = _str(ipam.get("IPv4Address"), f"{field}.IPAMConfig.IPv4Address")
-    if ipv4:
-        try:
-            ipaddress.IPv4Address(ipv4)
-        except ValueError:
-            raise InvalidArgument(f"invalid IPv4 address: {ipv4}") from None
-    ipv6 = _str(ipam.get("IPv6Address"), f"{field}.IPAMConfig.IPv6Address")
-    if ipv6:
-        try:
-            ipaddress.IPv6Address(ipv6)
-        except ValueError:
-            raise InvalidArgument(f"invalid IPv6 address: {ipv6}") from None
+    ipv4 = _ip(
+        _str(ipam.get("IPv4Address"), f"{field}.IPAMConfig.IPv4Address"), ipaddress.IPv4Address, "IPv4"
+    )
+    ipv6 = _ip(
+        _str(ipam.get("IPv6Address"), f"{field}.IPAMConfig.IPv6Address"), ipaddress.IPv6Address, "IPv6"
+    )
     link_local = _strs(ipam.get("LinkLocalIPs"), f"{field}.IPAMConfig.LinkLocalIPs")
     for ip in link_local:
-        try:
-            ipaddress.ip_address(ip)
-        except ValueError:
-            raise InvalidArgument(f"invalid link-local IP address: {ip}") from None
+        _ip(ip, ipaddress.ip_address, "link-local IP")
     return EndpointConfig(
         aliases=_strs(ep.get("Aliases"), f"{field}.Aliases"),
         ipv4_address=ipv4,

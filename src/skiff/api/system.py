@@ -12,10 +12,9 @@ from typing import Any
 from aiohttp import web
 
 from skiff import __version__
-from skiff.api.app import API_VERSION, MIN_API_VERSION, Routes, clamp_ns, engine_of, qfilters
+from skiff.api.app import API_VERSION, MIN_API_VERSION, Routes, engine_of, qfilters, timestamp_ns
 from skiff.api.distribution import registry_info
 from skiff.api.filters import event_matches
-from skiff.errors import InvalidArgument
 from skiff.types.codec import to_plain
 
 
@@ -57,6 +56,7 @@ async def version(request: web.Request) -> web.Response:
         "Experimental": "false",
     }
     runtime_version = await _runtime_version(engine.config.runtime)
+    top = {k: v for k, v in details.items() if k != "Experimental"}  # the same facts at top level
     return web.json_response(
         {
             "Platform": {"Name": f"skiff {__version__}"},
@@ -65,14 +65,7 @@ async def version(request: web.Request) -> web.Response:
                 {"Name": engine.config.runtime, "Version": runtime_version, "Details": {"GitCommit": ""}},
             ],
             "Version": __version__,
-            "ApiVersion": API_VERSION,
-            "MinAPIVersion": MIN_API_VERSION,
-            "GitCommit": "",
-            "GoVersion": go_version,
-            "Os": "linux",
-            "Arch": arch,
-            "KernelVersion": _kernel(),
-            "BuildTime": "",
+            **top,
         }
     )
 
@@ -202,20 +195,7 @@ def _os_name() -> str:
     return "Linux"
 
 
-def _parse_ts(value: str | None) -> int | None:
-    """Docker's --since/--until for events: Unix seconds (fractional) or RFC 3339."""
-    if not value:
-        return None
-    try:
-        return clamp_ns(int(float(value) * 1e9))
-    except (ValueError, OverflowError):
-        pass
-    from skiff.api.render import parse_time
-
-    try:
-        return clamp_ns(int(parse_time(value) * 1e9))
-    except (ValueError, OverflowError):
-        raise InvalidArgument(f"invalid timestamp {value!r}: use Unix seconds or RFC 3339") from None
+_parse_ts = timestamp_ns
 
 
 def event_json(event: Any) -> dict[str, Any]:
