@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import tarfile
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +14,7 @@ import click
 
 from skiff.cli.context import CliContext, pass_cli
 from skiff.cli.progress import show_progress
+from skiff.cli.streamio import write_archive
 from skiff.errors import SkiffError
 
 _CHUNK = 1 << 20
@@ -38,43 +37,7 @@ def save(
     obj: CliContext, output: str | None, fmt: str, platform: str | None, images_: tuple[str, ...]
 ) -> None:
     """Save one or more images to a tar archive (streamed to STDOUT by default)."""
-    if output is None and sys.stdout.isatty():
-        raise SkiffError("cowardly refusing to save to a terminal. Use the -o flag or redirect")
-    chunks = obj.client.save_images(list(images_), fmt)
-    if output is None:
-        out = sys.stdout.buffer
-        for chunk in chunks:
-            out.write(chunk)
-        out.flush()
-        return
-    _write_atomically(Path(output), chunks)
-
-
-def _write_atomically(path: Path, chunks: Iterator[bytes]) -> None:
-    """Write to a temp file beside ``path`` and rename it in place: no half archive under that name."""
-    directory = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".skiff-tmp", dir=directory)
-    except OSError as exc:
-        raise SkiffError(f"failed to save image: invalid output path: {exc.strerror}: {path}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    write_archive(obj.client.save_images(list(images_), fmt), output, "save image")
 
 
 def _directory_tar(path: Path) -> Iterator[bytes]:

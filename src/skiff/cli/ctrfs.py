@@ -14,7 +14,6 @@ import os
 import posixpath
 import stat
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import BinaryIO
 import click
 
 from skiff.cli.context import CliContext, pass_cli
+from skiff.cli.streamio import write_archive
 from skiff.client import Client
 from skiff.errors import InvalidArgument, SkiffError
 from skiff.fs.archive import GO_MODE_DIR, GO_MODE_SYMLINK, ExtractOptions, archive_source, extract_archive
@@ -381,45 +381,7 @@ def diff(obj: CliContext, container: str) -> None:
 @pass_cli
 def export(obj: CliContext, output: str | None, container: str) -> None:
     """Export a container's filesystem as a tar archive."""
-    if output is None and sys.stdout.isatty():
-        raise InvalidArgument("cowardly refusing to save to a terminal. Use the -o flag or redirect")
-    chunks = obj.client.export_container(container)
-    if output is None:
-        out = sys.stdout.buffer
-        for chunk in chunks:
-            out.write(chunk)
-        out.flush()
-        return
-    write_atomically(Path(output), chunks)
-
-
-def write_atomically(path: Path, chunks: Iterator[bytes]) -> None:
-    """A temp file beside ``path``, renamed over it at the end: never half an archive under that name."""
-    directory = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".skiff-tmp", dir=directory)
-    except OSError as exc:
-        raise InvalidArgument(
-            f"failed to export container: invalid output path: {exc.strerror}: {path}"
-        ) from None
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for chunk in chunks:
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    write_archive(obj.client.export_container(container), output, "export container")
 
 
 @click.command("commit")

@@ -105,3 +105,41 @@ def pump(
     with raw_terminal(tty and stdin is not None), resizes(resize if tty else None):
         copy_output(stream, tty, out, err)
     stream.close()
+
+
+def write_archive(chunks: Iterator[bytes], output: str | None, action: str) -> None:
+    """``save``/``export`` output: to ``-o FILE`` atomically, else to stdout (never a terminal).
+
+    The file is written beside its final name and renamed at the end (0600, as the docker CLI's
+    CopyToFile makes it), so a failed or interrupted download never leaves half an archive.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from skiff.errors import InvalidArgument
+
+    if output is None:
+        if sys.stdout.isatty():
+            raise InvalidArgument("cowardly refusing to save to a terminal. Use the -o flag or redirect")
+        out = sys.stdout.buffer
+        for chunk in chunks:
+            out.write(chunk)
+        out.flush()
+        return
+    path = Path(output)
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".skiff-tmp", dir=directory)
+    except OSError as exc:
+        raise InvalidArgument(f"failed to {action}: invalid output path: {exc.strerror}: {path}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
