@@ -21,7 +21,6 @@ Each round runs both peers, rotating who goes first.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -33,6 +32,7 @@ from bench.common import (
     interleaved_rounds,
     print_series,
     ratio,
+    rounds_parser,
     summarize,
     timed_run,
     write_result,
@@ -62,13 +62,7 @@ def build_commands(peer: Peer, context: Path) -> dict[str, Callable[[int], float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--runs", type=int, default=20, help="measured builds of each kind per peer")
-    parser.add_argument("--warmup", type=int, default=1, help="unmeasured builds of each kind first")
-    parser.add_argument("--max-seconds", type=float, default=900, help="stop adding rounds after this")
-    parser.add_argument("--skip", action="append", default=[], help="peer to leave out (skiff, docker)")
+    parser = rounds_parser(__doc__, runs=20, warmup=1, max_seconds=900)
     args = parser.parse_args()
 
     commands: dict[str, Callable[[int], float]] = {}

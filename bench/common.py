@@ -6,6 +6,7 @@ which ``bench/report.py`` merges into ``docs/benchmarks.md``.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import http.client
 import json
@@ -286,3 +287,15 @@ def brief(exc: BaseException) -> str:
     """First and last line of an error (for a daemon that died: the cause is at the log's end)."""
     lines = [line for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
     return lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1].strip()}"
+
+
+def rounds_parser(doc: str | None, *, runs: int, warmup: int, max_seconds: float) -> argparse.ArgumentParser:
+    """The options every interleaved-rounds bench takes: --runs --warmup --max-seconds --skip."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=runs, help=f"measured rounds per peer (default {runs})")
+    parser.add_argument("--warmup", type=int, default=warmup, help="unmeasured rounds per peer first")
+    parser.add_argument(
+        "--max-seconds", type=float, default=max_seconds, help="stop adding rounds after this"
+    )
+    parser.add_argument("--skip", action="append", default=[], help="peer to leave out (repeatable)")
+    return parser

@@ -17,7 +17,6 @@ so the client's own cost is the same on both sides:
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +30,7 @@ from bench.common import (
     interleaved_rounds,
     print_series,
     ratio,
+    rounds_parser,
     summarize,
     timed_run,
     write_result,
@@ -87,15 +87,9 @@ def check_counts(peer: Peer, count: int, running: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = rounds_parser(__doc__, runs=30, warmup=2, max_seconds=900)
     parser.add_argument("--containers", type=int, default=100, help="containers per daemon (default 100)")
     parser.add_argument("--running", type=int, default=20, help="how many of them run (default 20)")
-    parser.add_argument("--runs", type=int, default=30, help="measured rounds (default 30)")
-    parser.add_argument("--warmup", type=int, default=2, help="unmeasured runs of each command first")
-    parser.add_argument("--max-seconds", type=float, default=900, help="stop adding rounds after this")
-    parser.add_argument("--skip", action="append", default=[], help="peer to leave out (repeatable)")
     args = parser.parse_args()
     if not 0 < args.running <= args.containers:
         parser.error("--running must be between 1 and --containers")

@@ -31,7 +31,6 @@ must be inside that peer's subnet: a peer that silently fell back to no network 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ipaddress
 import itertools
@@ -57,6 +56,7 @@ from bench.common import (
     print_series,
     ratio,
     remove_cgroups,
+    rounds_parser,
     summarize,
     timed_run,
     unmount_all_under,
@@ -350,13 +350,7 @@ def baseline_network_cost(series: dict[str, Summary]) -> float | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--runs", type=int, default=50, help="measured runs per peer (default 50)")
-    parser.add_argument("--warmup", type=int, default=3, help="unmeasured runs per peer first")
-    parser.add_argument("--max-seconds", type=float, default=1200, help="stop adding rounds after this")
-    parser.add_argument("--skip", action="append", default=[], help="peer to leave out (repeatable)")
+    parser = rounds_parser(__doc__, runs=50, warmup=3, max_seconds=1200)
     parser.add_argument(
         "--network",
         help="give skiff and docker an explicit --network (e.g. bridge, the default network's name); "

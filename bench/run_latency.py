@@ -10,7 +10,6 @@ Each round runs every peer once, in a rotated order, so drift on a noisy machine
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from contextlib import ExitStack
 
@@ -20,6 +19,7 @@ from bench.common import (
     interleaved_rounds,
     print_series,
     ratio,
+    rounds_parser,
     summarize,
     timed_run,
     write_result,
@@ -30,13 +30,7 @@ RUN_ARGS = ("--rm", "--network", "none", "busybox", "true")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--runs", type=int, default=30, help="measured runs per peer (default 30)")
-    parser.add_argument("--warmup", type=int, default=2, help="unmeasured runs per peer first")
-    parser.add_argument("--max-seconds", type=float, default=900, help="stop adding rounds after this")
-    parser.add_argument("--skip", action="append", default=[], help="peer to leave out (repeatable)")
+    parser = rounds_parser(__doc__, runs=30, warmup=2, max_seconds=900)
     args = parser.parse_args()
 
     commands: dict[str, Callable[[int], float]] = {}
