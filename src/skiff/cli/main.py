@@ -59,6 +59,7 @@ def _register() -> None:
     from skiff.cli import (
         archive,
         build,
+        compose,
         containers,
         ctrfs,
         exec_logs,
@@ -88,6 +89,7 @@ def _register() -> None:
         system,
         registry,
         login,
+        compose,
     ):
         module.register(cli)
 
