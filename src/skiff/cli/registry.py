@@ -23,7 +23,9 @@ _file = click.Path(path_type=Path, exists=True, dir_okay=False)
 
 
 @registry.command("serve")
-@click.option("--addr", default="127.0.0.1:5000", show_default=True, help="host:port to listen on (:PORT: all)")
+@click.option(
+    "--addr", default="127.0.0.1:5000", show_default=True, help="host:port to listen on (:PORT: all)"
+)
 @click.option("--root", type=_path, default=None, help="state directory (default /var/lib/skiff-registry)")
 @click.option("--htpasswd", type=_file, help="basic auth users (bcrypt, as htpasswd -B writes)")
 @click.option("--token-acl", type=_file, help="issue bearer tokens at /token, scoped by this ACL (YAML/JSON)")
