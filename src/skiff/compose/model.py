@@ -97,6 +97,8 @@ class Project:
     disabled: dict[str, Service] = field(default_factory=dict)
     # Top-level x-* extensions.
     extensions: dict[str, Any] = field(default_factory=dict)
+    # What compose would log as WARN while loading (obsolete `version`, unset variables).
+    warnings: list[str] = field(default_factory=list)
 
     def service_names(self) -> list[str]:
         """The enabled services' names, sorted."""
@@ -179,6 +181,11 @@ class _Dumper(yaml.SafeDumper):
 
     def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
         super().increase_indent(flow, False)
+
+    def choose_scalar_style(self) -> str:
+        # yaml.v3 quotes with double quotes where quoting is needed ("8000", "true").
+        style = str(super().choose_scalar_style() or "")
+        return '"' if style == "'" else style
 
 
 def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
