@@ -125,11 +125,15 @@ def up(c: ComposeContext, /, services: tuple[str, ...], **o: Any) -> None:
     printer = LogPrinter(sys.stdout, color=c.color() and not o["no_color"], prefix=not o["no_log_prefix"])
     attach_to = set(o["attach_to"]) if o["attach_to"] else None
     session = AttachedSession(h.client, h.name, h.services, printer, attach_to=attach_to)
-    with shown(h):
-        _, ex = ops.up(h, opts, _build_output, before_start=session.hook)
-    names = [session.short(n.name, h.name) for svc in ex.peers.values() for n in svc]
-    printer.register(sorted(names))
-    click.echo(f"Attaching to {', '.join(sorted(names))}")
+    printer.hold()
+    try:
+        with shown(h):
+            _, ex = ops.up(h, opts, _build_output, before_start=session.hook)
+        names = [session.short(n.name, h.name) for svc in ex.peers.values() for n in svc]
+        printer.register(sorted(names))
+        click.echo(f"Attaching to {', '.join(sorted(names))}")
+    finally:
+        printer.release()
     session.watch_events()
     aborted = False
     try:

@@ -52,6 +52,7 @@ class AttachedSession:
         self.followers = Followers()
         self.exits: queue.Queue[Exit | None] = queue.Queue()
         self._active: set[str] = set()
+        self._pending = 0  # streams being read or about to be: ``wait`` ends at 0
         self._lock = threading.Lock()
         self.stopping = threading.Event()
 
@@ -67,36 +68,44 @@ class AttachedSession:
             if started.id in self._active:
                 return
             self._active.add(started.id)
+            self._pending += 1
         self.printer.register([self.short(started.name, self.project)])
         tty = bool((self.services.get(started.service) or {}).get("tty"))
         try:
             stream = self.client.attach(started.id, stdin=False)
         except SkiffError:
-            with self._lock:
-                self._active.discard(started.id)
+            self._done(started.id)
             return
         self.followers.forget(started.id)
         self.followers.add(started.id, lambda: self._pump(started, stream, tty))
 
+    def _done(self, cid: str) -> None:
+        with self._lock:
+            self._active.discard(cid)
+            self._pending -= 1
+
     def _pump(self, started: Started, stream: Any, tty: bool) -> None:
         name = self.short(started.name, self.project)
         try:
-            self.printer.consume(name, stream, tty)
+            try:
+                self.printer.consume(name, stream, tty)
+            finally:
+                stream.close()
+            try:
+                state = self.client.inspect_container(started.id).get("State") or {}
+            except SkiffError:
+                state = {}
+            with self._lock:
+                self._active.discard(started.id)
+            if (state.get("Restarting") or state.get("Running")) and not self.stopping.is_set():
+                self.hook(started)  # counted before this pump's count is released
+                return
+            code = int(state.get("ExitCode") or 0)
+            self.printer.status(name, f"exited with code {code}")
+            self.exits.put(Exit(started, code))
         finally:
-            stream.close()
-        with self._lock:
-            self._active.discard(started.id)
-        try:
-            state = self.client.inspect_container(started.id).get("State") or {}
-        except SkiffError:
-            self.exits.put(Exit(started, 0))
-            return
-        if (state.get("Restarting") or state.get("Running")) and not self.stopping.is_set():
-            self.hook(started)
-            return
-        code = int(state.get("ExitCode") or 0)
-        self.printer.status(name, f"exited with code {code}")
-        self.exits.put(Exit(started, code))
+            with self._lock:
+                self._pending -= 1
 
     def watch_events(self) -> None:
         """Attach to project containers started by others from now on (a daemon thread)."""
@@ -120,7 +129,7 @@ class AttachedSession:
 
     def active(self) -> int:
         with self._lock:
-            return len(self._active)
+            return self._pending
 
     def wait(self, abort_on_exit: bool = False, exit_code_from: str | None = None) -> tuple[int, bool]:
         """Block until all containers exit (or the first, with ``abort_on_exit``).

@@ -236,28 +236,31 @@ class Executor:
     def _recreate(self, name: str, service: Mapping[str, Any], old: ObservedContainer) -> tuple[str, str]:
         final = old.name
         self.progress.event("Container", final, "Recreate")
-        inherited = self._inherited(service, old)
-        tmp = f"{old.id[:12]}_{final}"
-        req = self._request(name, service, old.number, tmp, inherited)
+        # Aliases name the final container; only the create uses a temporary name.
+        req = self._request(name, service, old.number, final, self._inherited(service, old))
         req.body.setdefault("Labels", {})[L.REPLACE] = final
+        replaced = False
         try:
-            cid = str(self.client.create_container(req.body, req.name)["Id"])
-        except Conflict as exc:
-            if "port is already allocated" not in exc.message:
-                self.progress.event("Container", final, "Error", ERROR, exc.message)
-                raise
-            # A daemon that checks published ports at create (skiffd does; dockerd waits for
-            # start) refuses the new container while the old one holds the port: stop first.
-            self._stop(old.id, final)
-            cid = str(self.client.create_container(req.body, req.name)["Id"])
-        try:
+            try:
+                cid = str(self.client.create_container(req.body, f"{old.id[:12]}_{final}")["Id"])
+            except Conflict as exc:
+                if "port is already allocated" not in exc.message:
+                    raise
+                # A daemon that checks published ports at create (skiffd does; dockerd only
+                # at start) refuses the new container while the old one holds the port: the
+                # old one goes first, and its successor takes the name directly.
+                self._stop(old.id, final)
+                self.client.remove_container(old.id, force=True)
+                replaced = True
+                cid = str(self.client.create_container(req.body, final)["Id"])
             for net, endpoint in req.connect:
                 self.client.connect_network(net, cid, endpoint)
             if req.files:
                 self.client.put_archive(cid, "/", iter([files_tar(req.files)]))
-            self._stop(old.id, final)
-            self.client.remove_container(old.id, force=True)
-            self.client.rename(cid, final)
+            if not replaced:
+                self._stop(old.id, final)
+                self.client.remove_container(old.id, force=True)
+                self.client.rename(cid, final)
         except SkiffError as exc:
             self.progress.event("Container", final, "Error", ERROR, exc.message)
             raise

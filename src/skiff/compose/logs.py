@@ -39,6 +39,15 @@ class LogPrinter:
         self._lock = threading.Lock()
         self._colors: dict[str, str] = {}
         self._width = 0
+        self._open = threading.Event()
+        self._open.set()
+
+    def hold(self) -> None:
+        """Keep lines back until :meth:`release` (``up`` prints "Attaching to ..." first)."""
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
 
     def register(self, names: Iterable[str]) -> None:
         """Give each name its colour (in order) and widen the prefix to fit."""
@@ -56,6 +65,7 @@ class LogPrinter:
     def line(self, name: str, text: str, stderr: bool = False) -> None:
         """One line of ``name``'s output (without its newline)."""
         self.register([name])
+        self._open.wait()
         with self._lock:
             head = self._paint(name, f"{name:<{self._width}} | ") if self.prefix else ""
             target = self.err if stderr else self.out
@@ -65,6 +75,7 @@ class LogPrinter:
     def status(self, name: str, text: str) -> None:
         """A line about a container rather than from it: ``web-1 exited with code 0``."""
         self.register([name])
+        self._open.wait()
         with self._lock:
             self.out.write(self._paint(name, f"{name} {text}") + "\n")
             self.out.flush()
