@@ -558,11 +558,7 @@ def _pick(error: ValidationError) -> tuple[ValidationError, str]:
         deeper = [
             e
             for e in error.context
-            if not (
-                e.validator == "type"
-                and e.relative_path == error.relative_path
-                and len(e.relative_schema_path) <= 2
-            )
+            if not (e.validator == "type" and not e.relative_path and len(e.relative_schema_path) <= 2)
         ]
         if deeper:
             best = best_match(deeper)

@@ -131,12 +131,15 @@ class Project:
     def to_json_dict(self) -> dict[str, Any]:
         """The project as ``docker compose config --format json`` prints it."""
         out = self.to_dict()
+        # Go's json encoder drops x-* extensions (json:"-") of the project, services, resources.
+        for kind in ("services", "networks", "volumes", "secrets", "configs"):
+            for key, item in out.get(kind, {}).items():
+                out[kind][key] = {k: v for k, v in item.items() if not k.startswith("x-")}
         for svc in out["services"].values():
             for key in _ALWAYS_IN_JSON:
                 svc.setdefault(key, None)
         for net in out.get("networks", {}).values():
             net.setdefault("ipam", {})
-        # Go's json encoder drops x-* extensions (json:"-").
         return {k: v for k, v in out.items() if not k.startswith("x-")}
 
     def to_json(self) -> str:
