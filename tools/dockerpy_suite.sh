@@ -6,7 +6,7 @@
 # The docker-py checkout stays outside this repository (never commit it). This script makes a
 # throwaway virtualenv with docker 7.1 + paramiko + pytest, starts skiffd with private state,
 # networks and iptables chains, bootstraps busybox (every applet) and tags it as the images the
-# suite needs (alpine:3.10, alpine:latest, hello-world:latest), optionally starts a skiff registry
+# suite needs (alpine:3.10, alpine:latest; hello-world:latest is built from it), optionally starts a skiff registry
 # on loopback as a docker.io mirror holding those images (SKIFF_MIRROR=1), runs the suite with
 # the swarm/service/config/secret/plugin/credential files left out, and removes everything.
 set -euo pipefail
@@ -52,9 +52,13 @@ mkdir -p "$WORK/run"
   ${SKIFF_MIRROR:+--registry-mirror http://127.0.0.1:$MIRROR_PORT} >"$WORK/skiffd.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
-export DOCKER_HOST=unix://$SOCK
+export DOCKER_HOST=unix://$SOCK SKIFF_HOST=unix://$SOCK
 "$BIN/skiff" image bootstrap busybox >/dev/null
-for t in alpine:3.10 alpine:latest hello-world:latest; do "$BIN/skiff" tag busybox:latest "$t"; done
+for t in alpine:3.10 alpine:latest; do "$BIN/skiff" tag busybox:latest "$t"; done
+# hello-world must be an image of its own (prune tests delete it while busybox stays in use)
+mkdir -p "$WORK/hello"
+printf 'FROM busybox\nCMD ["echo", "Hello from skiff!"]\n' >"$WORK/hello/Dockerfile"
+"$BIN/skiff" build -q -t hello-world:latest "$WORK/hello" >/dev/null
 
 if [ -n "${SKIFF_MIRROR:-}" ]; then
   "$BIN/skiff" registry serve --addr "127.0.0.1:$MIRROR_PORT" --root "$WORK/registry" >"$WORK/registry.log" 2>&1 &

@@ -262,6 +262,9 @@ async def resize(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
+_HEAD_GAP = 0.02  # seconds between a hijack's 101 head and bytes that are ready at once
+
+
 async def attach(request: web.Request) -> web.StreamResponse:
     engine = engine_of(request)
     c = engine.containers.get(request.match_info["id"])
@@ -280,7 +283,13 @@ async def attach(request: web.Request) -> web.StreamResponse:
         if qbool(request, "logs"):
             path = engine.containers.log_path(c.id)
             if path.exists():
-                for line in await asyncio.to_thread(lambda: list(iter_log(path))):
+                lines = await asyncio.to_thread(lambda: list(iter_log(path)))
+                if lines:
+                    # Clients read the 101 head through a buffered reader and then switch to
+                    # the raw socket (docker-py): bytes already queued behind the head vanish
+                    # into that buffer. Let the head be read on its own before the replay.
+                    await asyncio.sleep(_HEAD_GAP)
+                for line in lines:
                     await send(STDERR if line.stream == "stderr" else STDOUT, line.data)
         if qbool(request, "stream"):
             attached = await engine.containers.attach(c.id)
