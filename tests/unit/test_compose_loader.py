@@ -943,6 +943,18 @@ def test_syntax_errors_name_file_and_path(tmp_path: Path, text: str, message: st
             'service "web" refers to undefined secret s: invalid compose project',
         ),
         (
+            "services: {web: {command: [x]}}",
+            'service "web" has neither an image nor a build context specified',
+        ),
+        (
+            "services: {web: {image: x, network_mode: host, networks: [n]}}\nnetworks: {n: {}}",
+            "service web declares mutually exclusive `network_mode` and `networks`",
+        ),
+        (
+            "services: {web: {image: x, container_name: c, deploy: {replicas: 2}}}",
+            "services.web: can't set container_name and web as container name must be unique",
+        ),
+        (
             "services: {web: {image: x, scale: 2, deploy: {replicas: 3}}}",
             "can't set distinct values on 'scale' and 'deploy.replicas'",
         ),

@@ -143,6 +143,20 @@ def check_consistency(
 ) -> None:
     """References that point nowhere, with compose's messages."""
     for name, svc in services.items():
+        if not svc.get("image") and not svc.get("build") and not svc.get("provider"):
+            raise InvalidArgument(
+                f'service "{name}" has neither an image nor a build context specified: invalid compose project'
+            )
+        if svc.get("network_mode") and svc.get("networks"):
+            raise InvalidArgument(
+                f"service {name} declares mutually exclusive `network_mode` and `networks`: invalid compose project"
+            )
+        replicas = (svc.get("deploy") or {}).get("replicas", svc.get("scale"))
+        if svc.get("container_name") and isinstance(replicas, int) and replicas > 1:
+            raise InvalidArgument(
+                f"services.{name}: can't set container_name and {name} as container name must be unique: "
+                "invalid compose project"
+            )
         for dep, cfg in list((svc.get("depends_on") or {}).items()):
             if dep in services:
                 continue
