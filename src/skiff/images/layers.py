@@ -286,7 +286,7 @@ def apply_layer(tar_stream: BinaryIO, target: Path, split: SplitRecorder | None 
     size = 0
     try:
         try:
-            tf = tarfile.open(fileobj=hashing, mode="r|", errorlevel=2)  # type: ignore[call-overload]
+            tf = tarfile.open(fileobj=hashing, mode="r|", errorlevel=2, bufsize=_CHUNK)  # type: ignore[call-overload]
         except tarfile.ReadError as e:
             if hashing.count == 0:
                 tf = None  # an empty stream is an empty layer

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from skiff.errors import InvalidArgument, NotFound
@@ -34,7 +36,7 @@ from skiff.images.reference import Reference
 from skiff.registry import media
 from skiff.registry.auth import AuthConfig
 from skiff.registry.client import Manifest, RegistryClient, RegistryError
-from skiff.registry.client_download import FollowReader, LayerDownload
+from skiff.registry.client_download import FollowReader, GunzipReader, LayerDownload
 from skiff.registry.client_events import (
     Emit,
     Platform,
@@ -111,6 +113,22 @@ async def run_in_thread(fn: Callable[[threading.Event], T]) -> T:
         with contextlib.suppress(BaseException):
             await future
         raise
+
+
+def _verification_failed(digest: str) -> RegistryError:
+    text = f"filesystem layer verification failed for digest {digest} (the download starts over next time)"
+    return RegistryError(text, code="DIGEST_INVALID")
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    except FileNotFoundError:
+        return ""
+    return "sha256:" + h.hexdigest()
 
 
 def _settle(future: asyncio.Future[T], result: T | None, error: BaseException | None) -> None:
@@ -262,15 +280,16 @@ class Puller:
         loop = asyncio.get_running_loop()
         started: dict[int, asyncio.Future[LayerDownload]] = {i: loop.create_future() for i in missing}
         slots = asyncio.Semaphore(PULL_CONCURRENCY)
-        downloads: list[LayerDownload] = []
-        consumed: set[int] = set()
+        held: dict[int, LayerDownload] = {}  # downloads this pull still uses, by layer index
 
         async def download(i: int) -> None:
             layer = layers[i]
             ident = short_id(layer.digest)
             async with slots:
-                dl = self.reg.downloads.start(client, ref.path, layer.digest, layer.size)
-                downloads.append(dl)
+                # An uncompressed layer's digest is its diff_id, which the extraction checks.
+                unchecked = layer.digest == diff_ids[i]
+                dl = self.reg.downloads.start(client, ref.path, layer.digest, layer.size, not unchecked)
+                held[i] = dl
                 dl.progress.append(
                     lambda cur, tot: self.emit(
                         Progress("Downloading", id=ident, layer=True, current=cur, total=tot)
@@ -291,10 +310,27 @@ class Puller:
             for i, chain in enumerate(chains):
                 if i in missing:
                     dl = await _first(started[i], tasks)
-                    got = await self._extract(dl, parent, short_id(layers[i].digest))
-                    consumed.add(i)
+                    try:
+                        got = await self._extract(dl, parent, short_id(layers[i].digest))
+                    except InvalidArgument:
+                        # The extractor refused the bytes. If they are not the blob (the download
+                        # fails its check, or an unchecked one does not hash right) that is the
+                        # error, and the file is not kept to resume from; else the layer is bad.
+                        with contextlib.suppress(Exception):
+                            await dl.finished()
+                        if isinstance(dl.error, RegistryError):
+                            raise translate_pull_error(dl.error, ref) from None
+                        if dl.check_digest or await asyncio.to_thread(_file_digest, dl.path) == dl.digest:
+                            raise
+                        dl.consumed = True
+                        raise _verification_failed(layers[i].digest) from None
+                    # Unpacked: its file goes now, before most of it ever reaches the disk (and
+                    # before it counts against the kernel's dirty-page limit for later writes).
+                    self.reg.downloads.release(held.pop(i), consumed=True)
                     if got[1] not in imported:
                         imported.append(got[1])
+                    if got[0] != diff_ids[i] and not dl.check_digest:
+                        raise _verification_failed(layers[i].digest)
                     if got[0] != diff_ids[i]:
                         raise InvalidArgument(
                             f"layer {i} of {ref.familiar()} ({layers[i].digest}) unpacks to {got[0]}, "
@@ -310,8 +346,8 @@ class Puller:
             await asyncio.to_thread(self.store.collect_layers, imported)
             raise
         finally:
-            for dl in downloads:
-                self.reg.downloads.release(dl, consumed=any(layers[i].digest == dl.digest for i in consumed))
+            for dl in held.values():
+                self.reg.downloads.release(dl, consumed=False)
         return imported
 
     async def _extract(self, dl: LayerDownload, parent: str | None, ident: str) -> tuple[str, str]:
@@ -327,7 +363,8 @@ class Puller:
 
         def work(cancel: threading.Event) -> tuple[str, str]:
             with FollowReader(dl, cancel, on_read) as reader:
-                diff_id, chain, _ = self.store.import_layer(reader, parent)  # type: ignore[arg-type]  # a reader
+                plain = GunzipReader(reader)
+                diff_id, chain, _ = self.store.import_layer(plain, parent)  # type: ignore[arg-type]  # a reader
             return diff_id, chain
 
         return await run_in_thread(work)

@@ -17,7 +17,10 @@ from skiff.registry.client_download import DownloadManager
 from skiff.registry.client_endpoints import Endpoint, EndpointResolver, RegistryConfig
 from skiff.registry.client_metadata import DistributionMetadata
 
-PULL_CONCURRENCY = 3  # dockerd's max-concurrent-downloads
+# Layers downloading at once. dockerd's default is 3; on loopback (and any link one stream fills)
+# more parallel downloads only run further ahead of the single extraction and compete with it
+# for CPU and dirty page cache: measured 1 GiB in 4 layers, 4.2 s with 2 vs 5.2 s with 3.
+PULL_CONCURRENCY = 2
 PUSH_CONCURRENCY = 5  # dockerd's max-concurrent-uploads
 
 
