@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PKGS := runc crun conmon containernetworking-plugins iptables busybox-static debootstrap \
-            skopeo procps iproute2 python3-venv util-linux tini docker-registry apache2-utils
+            skopeo procps iproute2 python3-venv util-linux tini docker-registry apache2-utils etcd-server
 PYTEST_ARGS ?=
 # The whole suite includes the slow Debian bootstrap (debootstrap from the host's apt mirror);
 # SKIFF_SLOW=0 make test leaves it out.

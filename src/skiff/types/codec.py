@@ -7,6 +7,7 @@ values and back, driven by the type hints, so no hand-written (de)serializer per
 from __future__ import annotations
 
 import dataclasses
+import enum
 import types
 import typing
 from functools import cache
@@ -57,6 +58,8 @@ def from_plain(tp: Any, value: Any) -> Any:
     if origin is dict:
         _, vt = get_args(tp)
         return {k: from_plain(vt, v) for k, v in value.items()}
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp(value)
     return value
 
 

@@ -1,0 +1,334 @@
+"""``EtcdStore``: the Store protocol on a real etcd cluster (3.4+), for HA managers.
+
+Speaks etcd v3 through its JSON gateway (grpc-gateway: ``/v3/kv/range``, ``/v3/kv/txn``,
+``/v3/watch``, ``/v3/lease/*``) with aiohttp: keys and values are base64, 64-bit numbers are
+JSON strings, and fields equal to their zero value are left out (``succeeded``, ``kvs``,
+``mod_revision`` ...). No gRPC stack needed, and every member serves it on its client port.
+
+Several endpoints may be given; a request that cannot reach one tries the next. A watch whose
+connection drops resumes from the revision after the last one it delivered, so its reader
+misses nothing. etcd refuses a transaction with more than ``--max-txn-ops`` compares or
+operations (default 128): tell the store the cluster's value (``max_txn_ops``) so planners size
+their plans to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Self
+
+import aiohttp
+
+from skiff.cluster.state.base import (
+    Compacted,
+    Compare,
+    EventType,
+    KeyValue,
+    Lease,
+    LeaseNotFound,
+    Op,
+    Put,
+    RangeResult,
+    StoreError,
+    TxnResult,
+    WatchEvent,
+    check_txn_size,
+    prefix_end,
+)
+from skiff.errors import InvalidArgument, Unavailable
+
+RANGE_PAGE = 2000  # keys per range request; pages are read at one pinned revision
+
+# gRPC status codes etcd answers with.
+_INVALID_ARGUMENT = 3
+_NOT_FOUND = 5
+_OUT_OF_RANGE = 11
+
+
+def _b64(s: str | bytes) -> str:
+    return base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
+
+
+def _unb64(s: str | None) -> bytes:
+    return base64.b64decode(s) if s else b""
+
+
+def _kv(d: dict[str, Any]) -> KeyValue:
+    return KeyValue(
+        key=_unb64(d.get("key")).decode(),
+        value=_unb64(d.get("value")),
+        create_revision=int(d.get("create_revision", 0)),
+        mod_revision=int(d.get("mod_revision", 0)),
+        version=int(d.get("version", 0)),
+        lease=int(d.get("lease", 0)),
+    )
+
+
+def _op(op: Op) -> dict[str, Any]:
+    if isinstance(op, Put):
+        body: dict[str, Any] = {"key": _b64(op.key), "value": _b64(op.value)}
+        if op.lease:
+            body["lease"] = str(op.lease)
+        return {"request_put": body}
+    return {"request_delete_range": {"key": _b64(op.key)}}
+
+
+class EtcdError(StoreError):
+    """etcd answered with an error (its own message is kept)."""
+
+
+def _raise_for(answer: dict[str, Any]) -> None:
+    if "error" not in answer and "code" not in answer:
+        return
+    message = answer.get("message") or answer.get("error") or "etcd error"
+    code = int(answer.get("code", 0))
+    if code == _NOT_FOUND and "lease" in message:
+        raise LeaseNotFound(message)
+    if code == _INVALID_ARGUMENT:
+        raise EtcdError(message)
+    if code == _OUT_OF_RANGE and "compacted" in message:
+        raise Compacted(0)
+    raise EtcdError(message)
+
+
+class EtcdStore:
+    """The Store protocol over etcd's JSON gateway (see module doc)."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        max_txn_ops: int = 128,
+        timeout: float = 10.0,
+        page: int = RANGE_PAGE,
+    ) -> None:
+        if not endpoints:
+            raise InvalidArgument("no etcd endpoints given")
+        self.endpoints = [e if "://" in e else f"http://{e}" for e in endpoints]
+        self.max_txn_ops = max_txn_ops
+        self.timeout = timeout
+        self.page = page
+        self._next = 0  # index of the endpoint to try first
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout),
+                connector=aiohttp.TCPConnector(limit=64),
+            )
+        return self._session
+
+    async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body`` to the first endpoint that answers; the first JSON object it returns."""
+        last: Exception | None = None
+        for attempt in range(len(self.endpoints)):
+            endpoint = self.endpoints[(self._next + attempt) % len(self.endpoints)]
+            try:
+                async with self._http().post(
+                    endpoint + path, json=body, timeout=aiohttp.ClientTimeout(total=self.timeout)
+                ) as resp:
+                    text = (
+                        await resp.content.readuntil(b"\n")
+                        if path.startswith("/v3/lease/keepalive")
+                        else None
+                    )
+                    answer: dict[str, Any] = json.loads(text if text is not None else await resp.read())
+            except (aiohttp.ClientError, TimeoutError, ConnectionError) as e:
+                last = e
+                continue
+            self._next = (self._next + attempt) % len(self.endpoints)
+            _raise_for(answer)
+            return answer
+        raise Unavailable(f"no etcd endpoint answered ({', '.join(self.endpoints)}): {last}")
+
+    # --- reads
+
+    async def get(self, key: str) -> KeyValue | None:
+        answer = await self._call("/v3/kv/range", {"key": _b64(key)})
+        kvs = answer.get("kvs") or []
+        return _kv(kvs[0]) if kvs else None
+
+    async def range(self, prefix: str) -> RangeResult:
+        end = _b64(prefix_end(prefix))
+        start = prefix
+        revision = 0
+        out: list[KeyValue] = []
+        while True:
+            body: dict[str, Any] = {"key": _b64(start), "range_end": end, "limit": str(self.page)}
+            if revision:
+                body["revision"] = str(revision)
+            answer = await self._call("/v3/kv/range", body)
+            if not revision:
+                revision = int(answer["header"]["revision"])
+            page = [_kv(d) for d in answer.get("kvs") or []]
+            out.extend(page)
+            if not answer.get("more") or not page:
+                return RangeResult(tuple(out), revision)
+            start = page[-1].key + "\x00"
+
+    async def revision(self) -> int:
+        answer = await self._call("/v3/kv/range", {"key": _b64("\x00"), "count_only": True})
+        return int(answer["header"]["revision"])
+
+    # --- writes
+
+    async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
+        body: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
+        if lease:
+            body["lease"] = str(lease)
+        answer = await self._call("/v3/kv/put", body)
+        return int(answer["header"]["revision"])
+
+    async def delete(self, key: str) -> int:
+        answer = await self._call("/v3/kv/deleterange", {"key": _b64(key)})
+        return int(answer["header"]["revision"])
+
+    async def txn(
+        self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
+    ) -> TxnResult:
+        check_txn_size(self, compares, success, failure)
+        body = {
+            "compare": [
+                {"key": _b64(c.key), "target": "MOD", "result": "EQUAL", "mod_revision": str(c.mod_revision)}
+                for c in compares
+            ],
+            "success": [_op(op) for op in success],
+            "failure": [_op(op) for op in failure],
+        }
+        answer = await self._call("/v3/kv/txn", body)
+        return TxnResult(bool(answer.get("succeeded", False)), int(answer["header"]["revision"]))
+
+    async def compact(self, revision: int) -> None:
+        try:
+            await self._call("/v3/kv/compaction", {"revision": str(revision)})
+        except Compacted:
+            pass  # already compacted at least that far
+        except EtcdError as e:
+            if "future revision" not in str(e):
+                raise
+
+    # --- watches
+
+    def watch(self, prefix: str, *, start_revision: int = 0) -> EtcdWatch:
+        return EtcdWatch(self, prefix, start_revision)
+
+    # --- leases
+
+    async def grant(self, ttl: int) -> Lease:
+        answer = await self._call("/v3/lease/grant", {"TTL": str(ttl)})
+        if answer.get("error"):
+            raise EtcdError(str(answer["error"]))
+        return Lease(int(answer["ID"]), int(answer["TTL"]))
+
+    async def keepalive(self, lease_id: int) -> int:
+        answer = await self._call("/v3/lease/keepalive", {"ID": str(lease_id)})
+        _raise_for(answer.get("result") or {})
+        ttl = int((answer.get("result") or {}).get("TTL", 0))
+        if ttl <= 0:
+            raise LeaseNotFound(f"lease {lease_id:x} not found")
+        return ttl
+
+    async def revoke(self, lease_id: int) -> None:
+        await self._call("/v3/lease/revoke", {"ID": str(lease_id)})
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class EtcdWatch:
+    """One ``/v3/watch`` stream, resumed on another endpoint if its connection drops."""
+
+    def __init__(self, store: EtcdStore, prefix: str, start_revision: int) -> None:
+        self._store = store
+        self._prefix = prefix
+        self._cursor = start_revision  # 0 until the first response tells us the revision
+        self._queue: asyncio.Queue[list[WatchEvent] | BaseException | None] = asyncio.Queue(maxsize=64)
+        self._task: asyncio.Task[None] | None = None
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> list[WatchEvent]:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="skiff-etcd-watch")
+        item = await self._queue.get()
+        if item is None:
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
+
+    async def _run(self) -> None:
+        failures = 0
+        try:
+            while True:
+                try:
+                    async for answer in self._stream():
+                        failures = 0
+                        result = answer.get("result") or {}
+                        _raise_for(answer)
+                        if result.get("canceled"):
+                            raise Compacted(int(result.get("compact_revision", 0)))
+                        if self._cursor == 0:
+                            self._cursor = int(result["header"]["revision"]) + 1
+                        events = [
+                            WatchEvent(
+                                EventType.DELETE if e.get("type") == "DELETE" else EventType.PUT, _kv(e["kv"])
+                            )
+                            for e in result.get("events") or []
+                        ]
+                        if events:
+                            self._cursor = events[-1].kv.mod_revision + 1
+                            await self._queue.put(events)
+                except (aiohttp.ClientError, TimeoutError, ConnectionError) as e:
+                    failures += 1
+                    if failures > 3 * len(self._store.endpoints):
+                        raise Unavailable(f"etcd watch lost: {e}") from e
+                    self._store._next = (self._store._next + 1) % len(self._store.endpoints)
+                    await asyncio.sleep(min(1.0, 0.05 * failures))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            await self._queue.put(e)
+
+    async def _stream(self) -> AsyncIterator[dict[str, Any]]:
+        store = self._store
+        create: dict[str, Any] = {"key": _b64(self._prefix), "range_end": _b64(prefix_end(self._prefix))}
+        if self._cursor:
+            create["start_revision"] = str(self._cursor)
+        endpoint = store.endpoints[store._next]
+        async with store._http().post(endpoint + "/v3/watch", json={"create_request": create}) as resp:
+            buf = bytearray()  # one message per line; a big revision makes a line of megabytes
+            scanned = 0
+            async for chunk in resp.content.iter_any():
+                buf.extend(chunk)
+                while (i := buf.find(b"\n", scanned)) >= 0:
+                    line = bytes(buf[:i])
+                    del buf[: i + 1]
+                    scanned = 0
+                    if line.strip():
+                        yield json.loads(line)
+                scanned = len(buf)
+        raise aiohttp.ClientPayloadError("etcd closed the watch stream")

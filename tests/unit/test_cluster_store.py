@@ -1,0 +1,190 @@
+"""The Store conformance suite on the in-process backends, plus what only they have
+(a fake clock for leases, SQLite's persistence, lock and crash atomicity)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from skiff.cluster.state import LeaseNotFound, Put, open_store
+from skiff.cluster.state.memory import MemoryStore
+from skiff.cluster.state.sqlite import SQLiteStore
+from skiff.errors import InvalidArgument, Unavailable
+from tests.cluster_store_suite import StoreSuite
+
+
+class TestMemoryStore(StoreSuite):
+    @contextlib.asynccontextmanager
+    async def open(self) -> AsyncIterator[MemoryStore]:
+        store = MemoryStore()
+        try:
+            yield store
+        finally:
+            await store.close()
+
+
+class TestSQLiteStore(StoreSuite):
+    @pytest.fixture(autouse=True)
+    def _dir(self, tmp_path: Path) -> None:
+        self.path = tmp_path / "cluster.db"
+
+    @contextlib.asynccontextmanager
+    async def open(self) -> AsyncIterator[SQLiteStore]:
+        store = SQLiteStore(self.path)
+        try:
+            yield store
+        finally:
+            await store.close()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_lease_expiry_on_a_fake_clock(kind: str, tmp_path: Path) -> None:
+    clock = FakeClock()
+
+    async def main() -> None:
+        store = MemoryStore(clock=clock) if kind == "memory" else SQLiteStore(tmp_path / "c.db", clock=clock)
+        try:
+            lease = await store.grant(10)
+            await store.put("/n/a", b"1", lease=lease.id)
+            clock.now += 9
+            await store.expire_due()
+            assert await store.keepalive(lease.id) == 10  # deadline now 1019
+            clock.now += 9.5
+            await store.expire_due()
+            assert await store.get("/n/a") is not None
+            clock.now += 1
+            await store.expire_due()
+            assert await store.get("/n/a") is None
+            with pytest.raises(LeaseNotFound):
+                await store.keepalive(lease.id)
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_sqlite_survives_reopen_and_renews_leases(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    clock = FakeClock()
+
+    async def first() -> tuple[int, int]:
+        store = SQLiteStore(path, clock=clock)
+        lease = await store.grant(5)
+        await store.put("/k/leased", b"x", lease=lease.id)
+        rev = await store.put("/k/plain", b"y")
+        await store.close()
+        return lease.id, rev
+
+    lease_id, rev = asyncio.run(first())
+    clock.now += 100  # long after the lease's deadline: reopening gives it a fresh TTL
+
+    async def second() -> None:
+        store = SQLiteStore(path, clock=clock)
+        try:
+            assert await store.revision() == rev
+            assert await store.get("/k/leased") is not None
+            await store.expire_due()
+            assert await store.keepalive(lease_id) == 5
+            assert await store.put("/k/plain", b"z") == rev + 1
+            lease = await store.grant(5)
+            assert lease.id > lease_id
+            clock.now += 6
+            await store.expire_due()
+            assert [kv.key for kv in (await store.range("/k/")).kvs] == ["/k/plain"]
+        finally:
+            await store.close()
+
+    asyncio.run(second())
+
+
+def test_sqlite_one_process_owns_the_file(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "c.db")
+    try:
+        with pytest.raises(Unavailable, match="in use"):
+            SQLiteStore(tmp_path / "c.db")
+    finally:
+        asyncio.run(store.close())
+    SQLiteStore(tmp_path / "c.db")._db.close()
+
+
+def test_sqlite_crash_mid_transaction_leaves_nothing(tmp_path: Path) -> None:
+    """A process killed inside a store transaction (failpoint) leaves none of it behind."""
+    path = tmp_path / "c.db"
+
+    async def seed() -> int:
+        store = SQLiteStore(path)
+        rev = await store.put("/k/before", b"1")
+        await store.close()
+        return rev
+
+    rev = asyncio.run(seed())
+    child = textwrap.dedent(
+        f"""
+        import asyncio
+        from pathlib import Path
+        from skiff.cluster.state import Put
+        from skiff.cluster.state.sqlite import SQLiteStore
+
+        async def main():
+            store = SQLiteStore(Path({str(path)!r}))
+            await store.txn([], [Put(f"/k/{{i}}", b"x" * 1000) for i in range(500)])
+
+        asyncio.run(main())
+        """
+    )
+    env = dict(os.environ, SKIFF_FAILPOINTS="cluster-store-mid-txn")
+    proc = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True, timeout=60)
+    assert proc.returncode == 137, proc.stderr.decode()
+
+    async def check() -> None:
+        store = SQLiteStore(path)
+        try:
+            assert await store.revision() == rev
+            assert [kv.key for kv in (await store.range("/k/")).kvs] == ["/k/before"]
+            assert await store.put("/k/after", b"2") == rev + 1
+        finally:
+            await store.close()
+
+    asyncio.run(check())
+
+
+def test_sqlite_retains_a_bounded_history(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = SQLiteStore(tmp_path / "c.db", retain_revisions=100)
+        try:
+            for i in range(1500):
+                await store.txn([], [Put("/k/a", str(i).encode())])
+            count = store._db.execute("SELECT count(*) FROM log").fetchone()[0]
+            assert 100 <= count <= 1200
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_open_store_urls(tmp_path: Path) -> None:
+    assert isinstance(open_store("memory://"), MemoryStore)
+    store = open_store(f"sqlite://{tmp_path}/x.db")
+    assert isinstance(store, SQLiteStore)
+    asyncio.run(store.close())
+    etcd = open_store("etcd://10.0.0.1:2379,10.0.0.2:2379?max-txn-ops=512")
+    assert etcd.max_txn_ops == 512
+    for bad in ("mysql://x", "sqlite://", "etcd://", "etcd://h:1?max-txn-ops=lots"):
+        with pytest.raises(InvalidArgument):
+            open_store(bad)
