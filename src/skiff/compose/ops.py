@@ -103,6 +103,7 @@ def wait_running(h: ProjectHandle, ex: Executor) -> None:
     failures: list[str] = []
     for _service, ids in sorted(ex.containers.items()):
         for cid in ids:
+            waiting = False
             while True:
                 info = h.client.inspect_container(cid)
                 name = str(info.get("Name", cid)).lstrip("/")
@@ -120,7 +121,9 @@ def wait_running(h: ProjectHandle, ex: Executor) -> None:
                 if health in (None, "healthy") and state.get("Running"):
                     h.progress.event("Container", name, "Healthy" if health else "Running", DONE)
                     break
-                h.progress.event("Container", name, "Waiting")
+                if not waiting:
+                    h.progress.event("Container", name, "Waiting")
+                    waiting = True
                 time.sleep(HEALTH_POLL)
     if failures:
         raise DependencyFailed("; ".join(failures))
