@@ -12,10 +12,13 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
+import socket
 import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,7 +212,9 @@ class ComposeSuite:
         project.compose("up", "-d", "--scale", "worker=1")
         assert sorted(project.containers()) == [f"{project.name}-web-1", f"{project.name}-worker-1"]
         # deploy.replicas in the file, and ps lists what runs.
-        project.write(WEB_WORKER.replace("depends_on: [web]\n", "depends_on: [web]\n        deploy: {replicas: 2}\n"))
+        project.write(
+            WEB_WORKER.replace("depends_on: [web]\n", "depends_on: [web]\n        deploy: {replicas: 2}\n")
+        )
         project.compose("up", "-d")
         ps = project.compose("ps", "--format", "json").stdout
         rows = [json.loads(line) for line in ps.splitlines() if line.strip()]
@@ -393,7 +398,9 @@ class ComposeSuite:
                 image: busybox:latest
                 command: sleep 1d
         """
-        project.write(web.replace("            secrets:\n", old.lstrip("\n").rstrip(" ") + "            secrets:\n", 1))
+        project.write(
+            web.replace("            secrets:\n", old.lstrip("\n").rstrip(" ") + "            secrets:\n", 1)
+        )
         project.compose("up", "-d")
         assert project.compose("exec", "-T", "web", "cat", "/run/secrets/token").stdout == "s3cret\n"
         assert project.compose("exec", "-T", "web", "cat", "/app.conf").stdout == "key=value\n"
@@ -407,3 +414,27 @@ class ComposeSuite:
         assert f"{project.name}-old-1" not in project.containers()
         ls = project.compose("ls", "--format", "json").stdout
         assert any(p["Name"] == project.name and p["Status"] == "running(1)" for p in json.loads(ls))
+
+    def test_busybox_example_app(self, project: Project) -> None:
+        """examples/compose/busybox-app: up --wait, the page from the host, scale, logs, down -v."""
+        example = Path(__file__).resolve().parents[2] / "examples" / "compose" / "busybox-app"
+        shutil.copy(example / "compose.yaml", project.dir / "compose.yaml")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        (project.dir / ".env").write_text(f"WEB_PORT={port}\n")
+        r = project.compose("up", "-d", "--wait")
+        assert f"✔ Container {project.name}-web-1  Healthy" in r.stderr
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as resp:
+            assert resp.read().decode().startswith("<h1>hello from worker ")
+        project.compose("up", "-d", "--scale", "worker=3")
+        assert len([n for n in project.containers() if "-worker-" in n]) == 3
+        logs = until(
+            lambda: (
+                (out := project.compose("logs", "worker").stdout).count("web says: <h1>hello") >= 3 and out
+            ),
+            "workers reading the page back from web",
+        )
+        assert "worker-3  | web says: <h1>hello from worker" in logs
+        project.compose("down", "-v")
+        assert project.containers() == {}
