@@ -1,15 +1,18 @@
 """A narrated end-to-end demo of skiff, driving only the ``skiff`` CLI (``make demo``).
 
 It starts skiffd if nothing answers on the default socket (and leaves it running afterwards,
-like docker's daemon), makes sure the busybox image exists, runs a web server container with
-resource limits on a user-defined network with a published port, shows it answering inside
-its container, on the host's loopback and by name from a second container, inspects it, stops
-and removes it (and the network), and checks that nothing is left. On any failure it removes what it made and
+like docker's daemon), makes sure the busybox image exists, then runs a compose application
+(examples/compose/busybox-app: a web server and a worker on one network, sharing a volume):
+``compose up`` with its progress display, the page answering on the host's published port
+and by name inside the project network, the resource limits the file asked for, a scale-up of
+the worker, ``ps``/``logs``/``top``, a no-change ``up`` that leaves everything running, and
+``down -v``; then it checks that nothing is left. On any failure it removes what it made and
 exits non-zero with the failing command's output.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import socket
 import subprocess
@@ -19,29 +22,60 @@ from pathlib import Path
 
 from rich.console import Console
 
-SOCKET = Path("/run/skiff/skiff.sock")
-NAME = "skiff-demo-web"
-NETWORK = "skiff-demo-net"
+DEFAULT_SOCKET = Path("/run/skiff/skiff.sock")
+# SKIFF_HOST=unix:///path runs the demo against that daemon (which must be running already).
+_HOST = os.environ.get("SKIFF_HOST", "")
+SOCKET = Path(_HOST[len("unix://") :]) if _HOST.startswith("unix://") else DEFAULT_SOCKET
+PROJECT = "skiff-demo"
 BIN = Path(sys.executable).parent
 console = Console(highlight=False)
+
+
+def compose_file() -> Path:
+    """The example application: in the source tree, next to the package."""
+    for base in (Path(__file__).resolve().parents[2], Path.cwd()):
+        path = base / "examples" / "compose" / "busybox-app" / "compose.yaml"
+        if path.is_file():
+            return path
+    raise DemoFailure(
+        "examples/compose/busybox-app/compose.yaml not found: run the demo from the source tree"
+    )
 
 
 class DemoFailure(Exception):
     """A demo step failed; the message carries the command and its output."""
 
 
-def skiff(*args: str, show: bool = True, check: bool = True) -> str:
-    """Run ``skiff <args>``, echoing the command and its output; raise DemoFailure if it fails."""
+def skiff(
+    *args: str, show: bool = True, check: bool = True, env: dict[str, str] | None = None, echo: str = ""
+) -> str:
+    """Run ``skiff <args>``, echoing the command (or ``echo``) and its output; raise DemoFailure if it fails."""
     argv = [str(BIN / "skiff"), *args]
+    shown = echo or f"skiff {shlex.join(args)}"
     if show:
-        console.print(f"[bold cyan]$ skiff {shlex.join(args)}[/]")
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-    output = (proc.stdout + proc.stderr).rstrip()
+        console.print(f"[bold cyan]$ {shown}[/]")
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=180, check=False, env={**os.environ, **(env or {})}
+    )
+    output = (proc.stderr + proc.stdout).rstrip()  # compose's progress (stderr) before its result
     if show and output:
         console.print(output, markup=False)
     if check and proc.returncode != 0:
-        raise DemoFailure(f"`skiff {shlex.join(args)}` exited with {proc.returncode}:\n{output}")
+        raise DemoFailure(f"`{shown}` exited with {proc.returncode}:\n{output}")
     return proc.stdout
+
+
+class App:
+    """``skiff compose -p skiff-demo -f <example> ...`` with the demo's host port."""
+
+    def __init__(self, port: int) -> None:
+        self.file = compose_file()
+        self.env = {"WEB_PORT": str(port)}
+
+    def __call__(self, *args: str, show: bool = True) -> str:
+        # --progress plain: the output is captured, so status lines are printed as lines.
+        flags = ("compose", "-p", PROJECT, "-f", str(self.file), "--progress", "plain")
+        return skiff(*flags, *args, show=show, env=self.env, echo=f"skiff compose {shlex.join(args)}")
 
 
 def image_exists(ref: str) -> bool:
@@ -67,6 +101,8 @@ def ensure_daemon() -> None:
     if daemon_answers():
         console.print(f"skiffd is already answering on {SOCKET}")
         return
+    if SOCKET != DEFAULT_SOCKET:
+        raise DemoFailure(f"nothing answers on {SOCKET} (SKIFF_HOST): start that skiffd first")
     log_dir = Path("/var/log/skiff")
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / "skiffd.log"
@@ -92,37 +128,35 @@ def heading(text: str) -> None:
     console.rule(f"[bold]{text}")
 
 
-def serve_and_fetch() -> None:
-    """Fetch the page from inside the container; httpd may need a moment to listen."""
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            page = skiff("exec", NAME, "wget", "-qO-", "http://127.0.0.1:8080/")
-        except DemoFailure:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-            continue
-        if "hello from skiff" not in page:
-            raise DemoFailure(f"the web server answered something unexpected: {page!r}")
-        return
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def fetch_from_host(port: int) -> None:
+def fetch_from_host(port: int) -> str:
     import urllib.request
 
     url = f"http://127.0.0.1:{port}/"
     console.print(f"$ fetch {url} (from the host)", style="dim")
-    page = urllib.request.urlopen(url, timeout=10).read().decode()
+    page = str(urllib.request.urlopen(url, timeout=10).read().decode())
     console.print(page.rstrip())
-    if "hello from skiff" not in page:
+    if "hello from worker" not in page:
         raise DemoFailure(f"the published port answered something unexpected: {page!r}")
+    return page
+
+
+def wait_for_readers(app: App, count: int) -> None:
+    """Until ``count`` workers have each fetched the page back from web by name."""
+    deadline = time.monotonic() + 20
+    while True:
+        logs = app("logs", "worker", show=False)
+        readers = {line.split("|")[0].strip() for line in logs.splitlines() if "web says: <h1>hello" in line}
+        if len(readers) >= count:
+            return
+        if time.monotonic() > deadline:
+            raise DemoFailure(f"expected {count} workers reading the page from web, saw {sorted(readers)}")
+        time.sleep(0.5)
 
 
 def run_demo() -> None:
@@ -132,51 +166,41 @@ def run_demo() -> None:
     if not image_exists("busybox"):
         skiff("image", "bootstrap", "busybox")
     skiff("images")
-    heading("3. a network, and a web server on it with limits: 64 MiB, half a CPU, 64 processes")
-    skiff("network", "create", NETWORK)
-    web = 'mkdir -p /www && echo "hello from skiff" > /www/index.html && exec httpd -f -p 8080 -h /www'
-    # --init: tini is PID 1 and passes SIGTERM on, so `stop` is graceful instead of a 10 s wait.
-    limits = ("--init", "-m", "64m", "--cpus", "0.5", "--pids-limit", "64")
-    port = free_port()
-    skiff(
-        "run",
-        "-d",
-        "--name",
-        NAME,
-        "--network",
-        NETWORK,
-        "-p",
-        f"127.0.0.1:{port}:8080",
-        *limits,
-        "busybox",
-        "sh",
-        "-c",
-        web,
+    app = App(free_port())
+    console.print(f"[dim]the application: {app.file}[/]")
+    console.print(
+        app.file.read_text().split("\nservices:", 1)[1].join(["services:", ""]), markup=False, style="dim"
     )
-    heading("4. it answers: inside its container, on the host's published port, and by name")
-    serve_and_fetch()
-    fetch_from_host(port)
-    page = skiff("run", "--rm", "--network", NETWORK, "busybox", "wget", "-qO-", f"http://{NAME}:8080/")
-    if "hello from skiff" not in page:
-        raise DemoFailure(f"a second container could not reach {NAME} by name: {page!r}")
-    skiff("port", NAME)
-    heading("5. look at it")
-    skiff("ps")
-    skiff("logs", NAME)
-    skiff("stats", "--no-stream", NAME)
-    skiff("top", NAME)
-    status = skiff("inspect", "-f", "{{.State.Status}} {{.HostConfig.Memory}}", NAME).split()
-    if status != ["running", str(64 * 1024 * 1024)]:
-        raise DemoFailure(f"expected 'running 67108864' from inspect, got {' '.join(status)!r}")
-    heading("6. stop and remove it")
-    skiff("stop", NAME)
-    skiff("rm", NAME)
-    skiff("network", "rm", NETWORK)
-    heading("7. nothing is left")
-    names = skiff("ps", "-a", "--format", "{{.Names}}").split()
-    if any(n.startswith("skiff-demo") for n in names):
-        raise DemoFailure(f"demo containers left behind: {names}")
-    console.print("no skiff-demo containers left")
+    heading("3. compose up: a network, a volume, a worker, a web server with limits, healthy")
+    app("up", "-d", "--wait")
+    heading("4. it answers: on the host's published port, and by name inside the project network")
+    fetch_from_host(int(app.env["WEB_PORT"]))
+    wait_for_readers(app, 1)
+    limits = skiff(
+        "inspect", "-f", "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}", f"{PROJECT}-web-1"
+    ).split()
+    console.print(f"web's limits: {int(limits[0]) >> 20} MiB, {int(limits[1]) / 1e9:g} CPU", style="dim")
+    if limits != [str(64 << 20), "500000000"]:
+        raise DemoFailure(f"expected 64 MiB and half a CPU on web, got {limits}")
+    heading("5. scale the worker to three")
+    app("up", "-d", "--scale", "worker=3")
+    wait_for_readers(app, 3)
+    heading("6. look at it")
+    app("ps")
+    app("logs", "--tail", "2", "worker")
+    app("top", "web")
+    heading("7. up again without changes: nothing is recreated")
+    app("up", "-d", "--scale", "worker=3")
+    heading("8. down, volume included")
+    app("down", "-v")
+    heading("9. nothing is left")
+    names = skiff("ps", "-a", "--format", "{{.Names}}", show=False).split()
+    volumes = skiff("volume", "ls", "-q", show=False).split()
+    networks = skiff("network", "ls", "--format", "{{.Name}}", show=False).split()
+    left = [n for n in (*names, *volumes, *networks) if n.startswith(PROJECT)]
+    if left:
+        raise DemoFailure(f"demo objects left behind: {left}")
+    console.print("no skiff-demo containers, networks or volumes left")
 
 
 def main() -> None:
@@ -186,9 +210,8 @@ def main() -> None:
     except (DemoFailure, OSError, subprocess.TimeoutExpired) as exc:
         console.print("[bold red]demo failed:[/]")
         console.print(str(exc), markup=False)
-        try:
-            skiff("rm", "-f", NAME, show=False, check=False)  # clean up what the demo made
-            skiff("network", "rm", NETWORK, show=False, check=False)
+        try:  # clean up what the demo made
+            skiff("compose", "-p", PROJECT, "down", "-v", "--remove-orphans", show=False, check=False)
         except (OSError, subprocess.TimeoutExpired):
             pass
         sys.exit(1)
