@@ -251,13 +251,15 @@ def _import(peer: Peer) -> None:
 
 
 @contextmanager
-def docker_peer(bridge_cidr: str | None = None) -> Iterator[Peer]:
+def docker_peer(bridge_cidr: str | None = None, address_pool: str | None = None) -> Iterator[Peer]:
     """A private dockerd (Debian docker.io) with busybox:latest imported.
 
     Without ``bridge_cidr`` it has no bridge (``--network none`` only). With it, the bench creates
     the bridge ``skbench-d0`` holding that address (e.g. ``10.216.0.1/24``) and dockerd's default
     ``bridge`` network uses it; iptables, masquerading and forwarding stay off in either case, so
     dockerd changes nothing on the host but its veths. The bridge is deleted after dockerd stops.
+    ``address_pool`` (e.g. ``10.246.0.0/16``) is where user networks get their /24s (dockerd
+    names their bridges ``br-<id>`` and deletes them with the networks).
     """
     ensure_packages("docker.io")
     if DOCKER_DIR.exists():
@@ -284,6 +286,8 @@ def docker_peer(bridge_cidr: str | None = None) -> Iterator[Peer]:
         "--storage-driver=overlay2",
         "--log-level=warn",
     ]
+    if address_pool is not None:
+        argv.append(f"--default-address-pool=base={address_pool},size=24")
     if bridge_cidr is not None:
         try:
             add_bridge(DOCKER_BRIDGE, bridge_cidr)
