@@ -122,7 +122,7 @@ class Executor:
         for service, found in observed.containers.items():
             self.peers[service] = [Peer(c.name, c.id) for c in sorted(found, key=lambda c: c.number)]
         for c in plan.orphans:
-            self._remove(c, "Orphan")
+            self._remove(c)
         self.ensure_resources(plan)
 
         def one(name: str) -> None:
@@ -273,10 +273,10 @@ class Executor:
         except NotFound:
             pass
 
-    def _remove(self, c: ObservedContainer, kind: str = "Container") -> None:
+    def _remove(self, c: ObservedContainer) -> None:
         label = c.name
         if c.running:
-            self.progress.event(kind if kind != "Orphan" else "Container", label, "Stopping")
+            self.progress.event("Container", label, "Stopping")
             self._stop(c.id, label)
             self.progress.event("Container", label, "Stopped", DONE)
         self.progress.event("Container", label, "Removing")

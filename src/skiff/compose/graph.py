@@ -132,7 +132,6 @@ def with_dependents(services: Mapping[str, Mapping[str, Any]], names: Iterable[s
 def order(edges: Mapping[str, set[str]]) -> list[str]:
     """A topological order (dependencies first; ties by name), for sequential callers."""
     done: list[str] = []
-    placed: set[str] = set()
     remaining = dict(edges)
     while remaining:
         ready = sorted(n for n, deps in remaining.items() if not (deps & remaining.keys()))
@@ -140,7 +139,6 @@ def order(edges: Mapping[str, set[str]]) -> list[str]:
             raise InvalidArgument(f"dependency cycle detected among: {', '.join(sorted(remaining))}")
         for name in ready:
             done.append(name)
-            placed.add(name)
             del remaining[name]
     return done
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -172,7 +172,6 @@ def ensure_images(
     *,
     build: str = "auto",  # auto | always | never
     pull: str = "missing",  # missing | always | never (a flag over each service's pull_policy)
-    quiet_pull: bool = False,
 ) -> dict[str, str]:
     """Make sure each service's image exists; returns service -> image ID."""
     ids: dict[str, str] = {}
@@ -211,9 +210,3 @@ def ensure_images(
                     raise NotFound(f"No such image: {image}")
         ids[name] = found
     return ids
-
-
-def drain(messages: Iterator[dict[str, Any]]) -> None:
-    """Consume a progress stream (errors in it raise)."""
-    for _ in messages:
-        pass

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from skiff.client import Client
 from skiff.compose import labels as L
 from skiff.compose.convert import image_name
 from skiff.compose.executor import AttachHook, DependencyFailed, Executor, Started
@@ -419,9 +420,9 @@ class ProjectSummary:
     config_files: str
 
 
-def list_projects(h_client: Any, all_: bool = False) -> list[ProjectSummary]:
+def list_projects(client: Client, all_: bool = False) -> list[ProjectSummary]:
     """Every project with containers on the daemon (running ones unless ``all_``)."""
-    raw = h_client.containers(all=True, filters={"label": [L.PROJECT]})
+    raw = client.containers(all=True, filters={"label": [L.PROJECT]})
     states: dict[str, dict[str, int]] = {}
     files: dict[str, str] = {}
     for s in raw:

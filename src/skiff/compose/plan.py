@@ -15,11 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from skiff.compose import labels as L
 from skiff.compose.convert import config_hash, network_name, replicas, service_networks
 from skiff.compose.graph import graph, order
 from skiff.compose.mounts import volume_name
 from skiff.compose.observed import ObservedContainer, ObservedState
+from skiff.errors import InvalidArgument
 
 DIVERGED, FORCE, NEVER = "diverged", "force", "never"
 Kind = Literal["create", "recreate", "start", "keep", "remove"]
@@ -212,8 +212,6 @@ def make_plan(
         policy = options.recreate if named else options.recreate_deps
         wanted = options.scale.get(name, replicas(svc))
         if svc.get("container_name") and wanted > 1:
-            from skiff.errors import InvalidArgument
-
             raise InvalidArgument(
                 f'service "{name}" has specified a custom container name, scaling to {wanted} is not possible'
             )
@@ -233,8 +231,3 @@ def make_plan(
     if options.remove_orphans:
         plan.orphans = list(observed.orphans)
     return plan
-
-
-def hash_label(c: ObservedContainer) -> str:
-    """The config hash a container was made with (for messages and tests)."""
-    return c.labels.get(L.CONFIG_HASH, "")
