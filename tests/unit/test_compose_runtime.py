@@ -520,3 +520,84 @@ def test_tty_progress_ends_with_final_state() -> None:
     assert (
         "✔" in out.getvalue() and "Network demo_default" in out.getvalue() and "Running 1/1" in out.getvalue()
     )
+
+
+# -- command-line helpers and label-only views --------------------------------------------------
+def test_scale_flags() -> None:
+    import click
+
+    from skiff.cli.compose import parse_scale
+
+    assert parse_scale(("web=3", "db=0")) == {"web": 3, "db": 0}
+    for bad in ("web", "=2", "web=x", "web=-1"):
+        with pytest.raises(click.BadParameter):
+            parse_scale((bad,))
+
+
+def test_run_flags_in_long_syntax() -> None:
+    from skiff.cli.compose_run import _short_port, _short_volume
+
+    assert _short_volume("data:/d:ro", "/p") == {
+        "type": "volume",
+        "source": "data",
+        "target": "/d",
+        "read_only": True,
+    }
+    bind = _short_volume("./x:/x", "/p")
+    assert bind["type"] == "bind" and bind["source"] == "/p/x" and bind["read_only"] is False
+    assert _short_volume("/anon", "/p") == {"type": "volume", "target": "/anon"}
+    assert _short_port("8080:80/udp") == {"published": "8080", "target": 80, "protocol": "udp"}
+    assert _short_port("127.0.0.1:8080:80") == {
+        "host_ip": "127.0.0.1",
+        "published": "8080",
+        "target": 80,
+        "protocol": "tcp",
+    }
+
+
+def test_stop_order_from_depends_on_labels_without_a_file() -> None:
+    from skiff.compose.ops import _edges_from_labels
+
+    web = observed_container(
+        "web", 1, {}, labels={L.DEPENDS_ON: "db:service_healthy:false,cache:service_started:false"}
+    )
+    db = observed_container("db", 1, {}, labels={L.DEPENDS_ON: ""})
+    assert _edges_from_labels([web, db]) == {"web": {"db"}, "db": set()}  # cache has no container
+
+
+class _Containers:
+    """Just ``containers()``: the one call ``compose ls`` makes."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+
+    def containers(self, **_: Any) -> list[dict[str, Any]]:
+        return self.rows
+
+
+def test_ls_counts_states_per_project() -> None:
+    from skiff.compose.ops import list_projects
+
+    def row(project: str, state: str) -> dict[str, Any]:
+        return {"State": state, "Labels": {L.PROJECT: project, L.CONFIG_FILES: f"/{project}/compose.yaml"}}
+
+    client: Any = _Containers(
+        [row("a", "running"), row("a", "exited"), row("a", "running"), row("b", "exited")]
+    )
+    assert [(p.name, p.status) for p in list_projects(client)] == [("a", "exited(1), running(2)")]
+    assert [p.name for p in list_projects(client, all_=True)] == ["a", "b"]
+
+
+def test_attached_wait_returns_the_chosen_exit_code() -> None:
+    from skiff.compose.attach import AttachedSession, Exit
+    from skiff.compose.executor import Started
+
+    session = AttachedSession(Any, "p", {}, LogPrinter(io.StringIO()))  # type: ignore[arg-type]
+    a, b = Started("a" * 64, "p-a-1", "a"), Started("b" * 64, "p-b-1", "b")
+    session.exits.put(Exit(a, 0))
+    session.exits.put(Exit(b, 5))
+    assert session.wait(abort_on_exit=True) == (0, True)  # the first exit aborts
+    session.exits.put(Exit(a, 0))
+    session.exits.put(Exit(b, 5))
+    assert session.wait(exit_code_from="b") == (5, True)
+    assert session.wait() == (0, False)  # nothing attached: returns at once
