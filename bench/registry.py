@@ -238,8 +238,9 @@ def skiff_registry_available() -> bool:
 class SkiffSide:
     """skiff CLI -> bench skiffd -> a fresh registry each round."""
 
-    def __init__(self, cli: Peer, registry_kind: str, source: str) -> None:
+    def __init__(self, cli: Peer, registry_kind: str, source: str, label: str) -> None:
         self.cli = cli
+        self.label = label
         self.kind = registry_kind
         self.source = source  # the loaded image, tagged again for each round's registry
         self.host = ""
@@ -249,7 +250,7 @@ class SkiffSide:
         if self._stack is not None:
             self._stack.close()
         self._stack = ExitStack()
-        self.host = self._stack.enter_context(registry(self.kind, SCRATCH / f"skiff-reg-{round_no}"))
+        self.host = self._stack.enter_context(registry(self.kind, SCRATCH / f"{self.label}-reg-{round_no}"))
         self.cli.sh("tag", self.source, f"{self.host}/{TAG}")
 
     def push(self, round_no: int) -> float:
@@ -341,7 +342,7 @@ def main() -> None:
                 # The docker CLI through skiffd isolates skiff's registry client; the skiff CLI
                 # adds its own start-up (a Python process, ~0.4 s) to every command.
                 for name, peer in (("skiff", daemon), ("skiff CLI", cli)):
-                    side = SkiffSide(peer, kind, source)
+                    side = SkiffSide(peer, kind, source, name.replace(" ", "-"))
                     stack.callback(side.close)
                     sides[name] = side
             except Exception as exc:
