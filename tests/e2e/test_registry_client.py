@@ -474,14 +474,19 @@ class StallingProxy:
     client_left: threading.Event = field(default_factory=threading.Event)
     port: int = 0
     _stalls: dict[str, int] = field(default_factory=dict)
+    _stalled_puts: set[str] = field(default_factory=set)
     _loop: asyncio.AbstractEventLoop | None = None
     _gate: asyncio.Event | None = None
 
     def stall(self, digest: str, n: int) -> None:
         self._stalls[digest] = n
 
+    def stall_upload(self, digest: str) -> None:
+        self._stalled_puts.add(digest)
+
     def release(self) -> None:
         self._stalls.clear()
+        self._stalled_puts.clear()
         assert self._loop is not None and self._gate is not None
         self._loop.call_soon_threadsafe(self._gate.set)
 
@@ -497,14 +502,24 @@ class StallingProxy:
         digest = request.path.rsplit("/", 1)[-1]
         if "/blobs/" in request.path and request.method == "GET":
             self.ranges.append((digest, request.headers.get("Range", "")))
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        body = await request.read()
+        if request.method == "PUT" and request.query.get("digest") in self._stalled_puts:
+            # The upload's bytes arrived, but no answer comes until release(): then the
+            # connection drops, and the registry never saw the blob (a push cut off mid-way).
+            self.reached.set()
+            await self._gate.wait()
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=499)
+        # Host as the client sent it: the registry builds its Location URLs from it.
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
         async with (
             ClientSession(auto_decompress=False) as s,
             s.request(
                 request.method,
                 self.upstream + request.path_qs,
                 headers=headers,
-                data=await request.read(),
+                data=body,
                 allow_redirects=False,
             ) as up,
         ):
@@ -624,3 +639,33 @@ def test_killed_skiffd_mid_pull_resumes_after_restart(dist: RegistryProc, tmp_pa
             info = json.loads(ok(d, DOCKER, "image", "inspect", f"{name}:v1"))[0]
             assert info["RootFS"]["Layers"] == [sha256(t) for t in LAYERS]
             assert list((d.root / "distribution" / "downloads").iterdir()) == []
+
+
+def test_killed_skiffd_mid_push_then_push_again(dist: RegistryProc, tmp_path: Path) -> None:
+    with running_daemon() as d, StallingProxy(dist.url).running() as proxy:
+        name = f"127.0.0.1:{proxy.port}/resume/push:v1"
+        with loaded_image(d, tmp_path, name):
+            big = sha256(LAYERS[1])
+            proxy.stall_upload(big)
+            env = {**d.env(), "DOCKER_CONFIG": str(tmp_path)}
+            cli = subprocess.Popen(
+                [DOCKER, "push", name], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            assert proxy.reached.wait(60)
+            d.stop(signal.SIGKILL)
+            cli.wait(60)
+            proxy.release()
+            reg = Api(dist.url)
+            assert reg("HEAD", f"/v2/resume/push/blobs/{big}").status_code == 404
+            assert reg("GET", "/v2/resume/push/manifests/v1").status_code == 404  # nothing half-pushed
+            d.start()
+            out = ok(d, DOCKER, "push", name).splitlines()
+            assert f"{big[7:19]}: Pushed" in out
+            digest = out[-1].split("digest: ")[1].split()[0]
+            got = reg(
+                "GET",
+                f"/v2/resume/push/manifests/{digest}",
+                headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+            )
+            assert got.status_code == 200
+            assert [layer["digest"] for layer in got.json()["layers"]] == [sha256(t) for t in LAYERS]
