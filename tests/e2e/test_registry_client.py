@@ -25,6 +25,7 @@ from pathlib import Path
 
 import docker
 import pytest
+import trustme
 from aiohttp import ClientSession, web
 
 from tests.daemon_fixture import Daemon, running_daemon
@@ -669,3 +670,49 @@ def test_killed_skiffd_mid_push_then_push_again(dist: RegistryProc, tmp_path: Pa
             )
             assert got.status_code == 200
             assert [layer["digest"] for layer in got.json()["layers"]] == [sha256(t) for t in LAYERS]
+
+
+def test_tls_registry_on_loopback(daemon: Daemon, tmp_path: Path) -> None:
+    # Loopback registries are insecure to dockerd (and skiffd): HTTPS is tried first, without
+    # checking the certificate, and used when it answers.
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    args = ["--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tmp_path / "key.pem")]
+    with skiff_registry(tmp_path / "root", args) as reg:
+        assert reg.url.startswith("https://")
+        name = f"{reg.host}/tls/img:v1"
+        with loaded_image(daemon, tmp_path, name) as image_id:
+            ok(daemon, DOCKER, "push", name)
+            remove(daemon, name)
+            ok(daemon, DOCKER, "pull", name)
+            assert json.loads(ok(daemon, DOCKER, "image", "inspect", name))[0]["Id"] == image_id
+
+
+def test_concurrent_pushes_and_pulls_of_one_image(
+    daemon: Daemon, registry: RegistryProc, tmp_path: Path
+) -> None:
+    name = f"{registry.host}/e2e/concurrent:v1"
+    with loaded_image(daemon, tmp_path, name) as image_id:
+        env = {**daemon.env(), "DOCKER_CONFIG": str(tmp_path)}
+        pushes = [
+            subprocess.Popen([DOCKER, "push", name], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for _ in range(3)
+        ]
+        digests = set()
+        for p in pushes:
+            out, err = p.communicate(timeout=300)
+            assert p.returncode == 0, err
+            digests.add(out.split(b"digest: ")[1].split()[0])
+        assert len(digests) == 1  # the same manifest, however the uploads interleaved
+        remove(daemon, name)
+        pulls = [
+            subprocess.Popen([DOCKER, "pull", name], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for _ in range(3)
+        ]
+        for p in pulls:
+            _, err = p.communicate(timeout=300)
+            assert p.returncode == 0, err
+        info = json.loads(ok(daemon, DOCKER, "image", "inspect", name))[0]
+        assert info["Id"] == image_id and info["RootFS"]["Layers"] == [sha256(t) for t in LAYERS]
