@@ -74,9 +74,11 @@ def _rich(messages: Iterator[dict[str, Any]], console: Console) -> str | None:
             image_id = _aux_id(msg) or image_id
             ident = str(msg.get("id") or "")
             status = str(msg.get("status") or msg.get("stream") or "").rstrip("\n")
-            if not ident:
-                if status:
-                    progress.console.print(status, highlight=False)
+            if not ident or "progressDetail" not in msg:
+                # Whole-operation lines ("v1: Pulling from x", "latest: digest: ..."): plain text.
+                line = _line(msg)
+                if line:
+                    progress.console.print(line, highlight=False)
                 continue
             detail = msg.get("progressDetail") or {}
             total = detail.get("total")
