@@ -4,6 +4,7 @@ pull/push request parsing, progress shaping, docker's config.json, skiffd's regi
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import os
 import stat
@@ -37,6 +38,7 @@ from skiff.registry.auth import (
     parse_token_response,
 )
 from skiff.registry.client import error_from_body
+from skiff.registry.client_download import GunzipReader
 from skiff.registry.client_endpoints import (
     EndpointResolver,
     RegistryConfig,
@@ -528,3 +530,43 @@ def test_distribution_metadata(tmp_path: Path) -> None:
     md.prune(image_ids=set(), diff_ids=set())
     assert md.layer_sources(D1) == []
     md.close()
+
+
+# -- gunzip ----------------------------------------------------------------------------------------
+
+
+class _Chunks:
+    """A reader that hands out at most ``step`` bytes per read (as a download does)."""
+
+    def __init__(self, data: bytes, step: int = 7000) -> None:
+        self.data, self.pos, self.step = data, 0, step
+
+    def read(self, n: int = -1) -> bytes:
+        size = self.step if n < 0 else min(n, self.step)
+        out = self.data[self.pos : self.pos + size]
+        self.pos += len(out)
+        return out
+
+
+def _drain(reader: GunzipReader) -> bytes:
+    out = bytearray()
+    while chunk := reader.read(1 << 16):
+        out += chunk
+    return bytes(out)
+
+
+@pytest.mark.parametrize("chunk", [1 << 10, 1 << 20])
+def test_gunzip_reader(chunk: int) -> None:
+    plain = os.urandom(300_000) + b"a" * 500_000
+    assert _drain(GunzipReader(_Chunks(gzip.compress(plain)), chunk)) == plain  # type: ignore[arg-type]
+    two = gzip.compress(plain[:1000]) + b"\0" * 3000 + gzip.compress(plain[1000:]) + b"\0" * 10
+    assert _drain(GunzipReader(_Chunks(two), chunk)) == plain  # members, zero padding  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="gzip"):
+        _drain(GunzipReader(_Chunks(gzip.compress(plain) + b"garbage"), chunk))  # type: ignore[arg-type]
+    assert _drain(GunzipReader(_Chunks(plain), chunk)) == plain  # not gzip: passed through  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="ends early"):
+        _drain(GunzipReader(_Chunks(gzip.compress(plain)[:-100]), chunk))  # type: ignore[arg-type]
+    bad = bytearray(gzip.compress(plain))
+    bad[-6] ^= 0xFF  # the CRC
+    with pytest.raises(InvalidArgument, match="gzip"):
+        _drain(GunzipReader(_Chunks(bytes(bad)), chunk))  # type: ignore[arg-type]

@@ -160,8 +160,9 @@ class FollowReader:
 
 class GunzipReader:
     """A gzip stream decompressed in large steps (``gzip.GzipFile`` reads 8 KiB at a time, which
-    costs more than the inflating itself on big layers). Concatenated members are followed; zlib
-    checks each member's CRC and length. Not gzip (no magic): the bytes pass through unchanged.
+    costs more than the inflating itself on big layers). Concatenated members are followed and
+    zero padding after a member is skipped, as ``gzip`` does; zlib checks each member's CRC and
+    length. Not gzip (no magic): the bytes pass through unchanged.
     """
 
     def __init__(self, raw: FollowReader, chunk: int = _READ_CHUNK) -> None:
@@ -170,7 +171,8 @@ class GunzipReader:
         head = raw.read(2)
         self._gzip = head == b"\x1f\x8b"
         self._pending = head
-        self._z = zlib.decompressobj(16 + zlib.MAX_WBITS) if self._gzip else None
+        self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._between = False  # a member ended: only padding or another member may follow
         self._eof = False
 
     def read(self, n: int = -1) -> bytes:
@@ -179,29 +181,32 @@ class GunzipReader:
                 data, self._pending = self._pending, b""
                 return data
             return self._raw.read(n)
-        assert self._z is not None
         while not self._eof:
-            if self._z.unconsumed_tail:
+            if self._z.unconsumed_tail and not self._between:  # (at a member's end both hold the rest)
                 data = self._decompress(self._z.unconsumed_tail)
             else:
                 raw = self._pending or self._raw.read(self._chunk)
                 self._pending = b""
                 if not raw:
-                    if not self._z.eof:
+                    if not self._between:
                         raise InvalidArgument("invalid layer: the gzip stream ends early")
                     self._eof = True
                     break
+                if self._between:
+                    raw = raw.lstrip(b"\0")
+                    if not raw:
+                        continue
+                    self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                    self._between = False
                 data = self._decompress(raw)
-            if self._z.eof and self._z.unused_data:
-                rest = self._z.unused_data  # another gzip member follows (or trailing garbage)
-                self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                self._pending = rest
+            if self._z.eof:
+                self._between = True
+                self._pending = self._z.unused_data
             if data:
                 return data
         return b""
 
     def _decompress(self, raw: bytes) -> bytes:
-        assert self._z is not None
         try:
             return self._z.decompress(raw, self._chunk)
         except zlib.error as e:
