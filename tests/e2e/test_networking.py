@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 import requests
 
@@ -296,14 +297,23 @@ def test_published_ports_answer_on_loopback_and_from_other_containers(daemon: Da
         gateway = daemon.bip.split("/")[0]
         code, out = run_out(api, f"timeout 3 wget -qO- http://{gateway}:{port}/")
         assert code == 0 and "hello-from" in out, out
-        # The port is owned: another container cannot take it, and nothing is left half-made.
+        # The port is owned: another container cannot take it. As with dockerd, the clash
+        # with another container is found at start (Compose creates a service's new container
+        # while the old one still holds the port): the new container stays created.
         before = {c["Id"] for c in api.containers(all=True)}
-        r = daemon.skiff("run", "-d", "-p", f"{port}:80", "busybox", "sleep", "5")
+        name = _name("second")
+        r = daemon.skiff("run", "-d", "--name", name, "-p", f"{port}:80", "busybox", "sleep", "5")
         assert r.returncode == 125
         assert b"port is already allocated" in r.stderr
-        assert {c["Id"] for c in api.containers(all=True)} == before
-    finally:
+        second = api.inspect_container(name)
+        assert second["State"]["Status"] == "created" and second["Id"] not in before
         api.remove_container(cid, force=True)
+        api.start(name)  # the port is free once its holder is gone
+        assert api.inspect_container(name)["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"] == str(port)
+        api.remove_container(name, force=True)
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            api.remove_container(cid, force=True)
     # Released with the container: a host process can bind it again.
     with socket.socket() as s:
         s.bind(("0.0.0.0", port))

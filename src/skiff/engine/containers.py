@@ -540,10 +540,12 @@ class ContainerService:
                 await self.runtime.resume(c.id)
         self._publish(c, "kill", signal=str(signum))
         if waiter is not None:
-            # As dockerd: a SIGKILL returns once the exit is recorded (inspect right after
-            # shows the container stopped), or after a few seconds at most.
+            # As dockerd: a SIGKILL returns once the exit is recorded and its resources are
+            # released (inspect right after shows the container stopped), or after 10 s at most.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(waiter), 10)
+                async with self._lock(c.id):
+                    pass
 
     async def stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> None:
         c = self.get(ref)
@@ -571,6 +573,11 @@ class ContainerService:
                 await self.runtime.kill(c.id, signal_mod.SIGKILL, all_processes=True)
                 self._publish(c, "kill", signal=str(int(signal_mod.SIGKILL)))
             await waiter
+        # The exit handler answers waiters first and then releases the network and ports under
+        # the container's lock: return once that is done, as dockerd does (a create right after a
+        # stop may reuse the ports).
+        async with self._lock(c.id):
+            pass
         self._publish(self._containers.get(c.id, c), "stop")
 
     async def restart(self, ref: str, timeout: int | None = None) -> None:

@@ -458,10 +458,15 @@ class NetworkService:
                 raise InvalidArgument(f"could not get container for {target}") from None
         requests = parse_port_bindings(host.port_bindings, spec.exposed_ports, host.publish_all_ports)
         if requests:
-            # Fail the create early when a fixed port is taken (the start checks again).
+            # Fail the create early when a fixed port is taken by something that is not skiff's
+            # (the start checks everything again). A port another container holds is only
+            # checked at start, as dockerd does: Compose creates a service's new container
+            # while the old one still holds its ports, then stops the old one.
             probe = f"probe-{container_id}"
             try:
-                self.ports.reserve(probe, [r for r in requests if r.host_port])
+                self.ports.reserve(
+                    probe, [r for r in requests if r.host_port and not self.ports.held_by_skiff(r)]
+                )
             finally:
                 self.ports.release(probe)
         return replace(spec, host=replace(host, network_mode=primary.name), networks=networks)

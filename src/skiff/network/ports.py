@@ -206,6 +206,13 @@ class PortReservations:
         for h in held:
             h.sock.close()
 
+    def held_by_skiff(self, req: PortRequest) -> bool:
+        """Whether a fixed-port request clashes with a port some skiff owner holds now."""
+        proto = req.protocol.lower()
+        ip = _parse_host_ip(req.host_ip, f"{req.container_port}/{proto}") or "0.0.0.0"
+        with self._lock:
+            return self._clash(PortBinding(req.container_port, proto, ip, req.host_port), []) is not None
+
     def owned(self, owner: str) -> list[PortBinding]:
         """The bindings ``owner`` holds, in the order they were made."""
         with self._lock:
