@@ -67,3 +67,21 @@ def test_cgroup_fields_round_trip_and_validate() -> None:
         "minor": 128,
     }
     assert device_cgroup_rule("b *:* r") == {"allow": True, "type": "b", "access": "r"}
+
+
+def test_list_command_quotes_arguments_with_spaces_as_dockerd() -> None:
+    from dataclasses import replace
+
+    from skiff.api.render import _format_command
+    from skiff.engine.model import Container
+    from skiff.types import ContainerSpec
+
+    c = Container(
+        id="a" * 64,
+        name="x",
+        created="2026-01-01T00:00:00Z",
+        image_id="",
+        spec=ContainerSpec(image="busybox"),
+    )
+    c = replace(c, path="sh", args=("-c", "echo hi"))
+    assert _format_command(c) == "sh -c 'echo hi'"

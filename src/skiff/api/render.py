@@ -405,7 +405,9 @@ def container_inspect(
 
 
 def _format_command(c: Container) -> str:
-    return " ".join((c.path, *c.args)).strip()
+    """dockerd's list ``Command``: the path, then the args, each with a space in single quotes."""
+    args = [f"'{a}'" if " " in a else a for a in c.args]
+    return " ".join((c.path, *args)).strip()
 
 
 def container_status(c: Container, now: float) -> str:
