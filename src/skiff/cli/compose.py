@@ -41,17 +41,6 @@ class ComposeContext:
     ansi: str = "auto"
     _project: Project | None = field(default=None, repr=False)
 
-    def environment(self) -> dict[str, str]:
-        """The process environment, over the ``--env-file`` values when given."""
-        env: dict[str, str] = {}
-        if self.env_files:
-            from skiff.compose.loader_dotenv import read_dotenv
-
-            for path in self.env_files:
-                env.update(read_dotenv(Path(path), lambda k: os.environ.get(k, env.get(k))))
-        env.update(os.environ)
-        return env
-
     def project(self, services: tuple[str, ...] = ()) -> Project:
         """Load the project (once); services named explicitly are enabled despite profiles."""
         if self._project is None:
@@ -60,13 +49,19 @@ class ComposeContext:
             profiles = list(self.profiles)
             if not profiles and os.environ.get("COMPOSE_PROFILES"):
                 profiles = [p for p in os.environ["COMPOSE_PROFILES"].split(",") if p]
+            # --env-file files replace .env (the loader reads them, with compose's grammar);
+            # services named on the command line are enabled whatever their profiles.
             self._project = load_project(
                 [Path(f) for f in self.files] or None,
                 Path(self.project_directory) if self.project_directory else None,
                 self.project_name,
-                self.environment(),
+                dict(os.environ),
                 profiles,
+                env_files=[Path(f) for f in self.env_files] or None,
+                services=list(services),
             )
+            for warning in self._project.warnings:
+                click.echo(f"WARN[0000] {warning}", err=True)
         if services:
             self._project.enable(list(services))
         return self._project

@@ -73,8 +73,6 @@ def config(
 ) -> None:
     """Parse, resolve and render the compose file in canonical format."""
     project = c.project(service_names)
-    for warning in project.warnings:
-        click.echo(f"WARN[0000] {warning}", err=True)
     if service_names:
         _only(project, service_names)
     text = config_output(
