@@ -106,10 +106,12 @@ class LeaseReaper:
 class RevisionSignal:
     """Lets watches sleep until the store's revision reaches a value."""
 
-    def __init__(self) -> None:
+    def __init__(self, revision: int) -> None:
+        self.revision = revision
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     def advanced(self, revision: int) -> None:
+        self.revision = revision
         keep = []
         for rev, fut in self._waiters:
             if rev <= revision:
@@ -120,6 +122,8 @@ class RevisionSignal:
         self._waiters = keep
 
     async def wait_for(self, revision: int) -> None:
+        if self.revision >= revision:  # advanced between the caller's check and this task's start
+            return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((revision, fut))
         try:

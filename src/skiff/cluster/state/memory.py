@@ -42,7 +42,7 @@ class MemoryStore:
         self._leases = LeaseTable(clock)
         self._lease_keys: dict[int, set[str]] = {}
         self._reaper = LeaseReaper(self._leases, self._expire)
-        self._signal = RevisionSignal()
+        self._signal = RevisionSignal(self._rev)
 
     # --- reads
 

@@ -103,7 +103,7 @@ class SQLiteStore:
         for lease_id, ttl in self._db.execute("SELECT id, ttl FROM leases"):
             self._leases.add(lease_id, ttl)
         self._reaper = LeaseReaper(self._leases, self._expire)
-        self._signal = RevisionSignal()
+        self._signal = RevisionSignal(self._rev)
         self._reaper_started = False
 
     @contextlib.contextmanager
