@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from skiff.cluster import keys
@@ -27,7 +29,10 @@ from skiff.cluster.model import (
     from_json,
     new_task,
 )
+from skiff.cluster.orchestrator import Orchestrator
+from skiff.cluster.sim import HollowFleet
 from skiff.cluster.state.base import Compare, Op, Store, TxnResult, Watch
+from skiff.cluster.state.memory import MemoryStore
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -197,3 +202,112 @@ class YieldingStore:
 
     def watch(self, prefix: str, *, start_revision: int = 0) -> Watch:
         return self.inner.watch(prefix, start_revision=start_revision)
+
+
+async def split_brain(raw: Store) -> tuple[int, int]:
+    """Two orchestrators run their loops at once on one store while services scale, a node
+    drains and capacity runs out; then the store's whole history is replayed (``audit``): no
+    task ever changed node, no slot ever had two tasks meant to run, no node was overcommitted.
+    Returns (task revisions audited, stale plans re-planned)."""
+    from skiff.cluster import ops
+    from skiff.cluster.model import Availability
+
+    now = 1000.0
+    store = YieldingStore(raw)
+    nodes = [node(f"n{i}", memory=2 * GiB) for i in range(6)]
+    lease = await raw.grant(600)
+    for n in nodes:
+        await ops.register_node(raw, n, lease.id)
+    stop = asyncio.Event()
+    leaders = [
+        Orchestrator(store, rng=random.Random(i), name=f"l{i}", max_plan_ops=8)  # type: ignore[arg-type]
+        for i in range(2)
+    ]
+    for orch in leaders:
+        await orch.start()
+    loops = [asyncio.ensure_future(orch.run(stop)) for orch in leaders]
+
+    def spec(name: str, replicas: int, **tpl: Any) -> ServiceSpec:
+        return ServiceSpec(name=name, template=template(**tpl), replicas=replicas)
+
+    web = await ops.create_service(raw, spec("web", 12, memory=128 * MiB), now=now)
+    api = await ops.create_service(raw, spec("api", 8, memory=256 * MiB, ports=(8080,)), now=now)
+
+    async def settled(expected: dict[str, int]) -> None:
+        async def check() -> bool:
+            live = Counter(
+                t.service_id
+                for t in await all_tasks(raw)
+                if t.desired_state is TaskState.RUNNING and t.state is TaskState.ASSIGNED
+            )
+            return dict(live) == expected
+
+        await eventually(raw, check)
+
+    try:
+        await settled({web.id: 12, api.id: 6})  # api: one per node (host port 8080)
+        await ops.update_service(raw, web.id, replace(web.spec, replicas=20), now=now)
+        await ops.update_node(raw, "n0", now=now, availability=Availability.DRAIN)
+        await settled({web.id: 20, api.id: 5})
+        await ops.update_service(raw, web.id, replace(web.spec, replicas=3), now=now)
+        await settled({web.id: 3, api.id: 5})
+    finally:
+        stop.set()
+        await asyncio.gather(*loops)
+        for orch in leaders:
+            await orch.stop()
+    checked = await audit(raw, capacity={n.id: n.resources.memory_bytes for n in nodes})
+    return checked, sum(orch.stats["stale"] for orch in leaders)
+
+
+@dataclass
+class Cluster:
+    store: Store
+    fleet: HollowFleet
+    leader: Orchestrator
+
+    async def tasks(self, service: Service) -> list[Task]:
+        return [t for t in await all_tasks(self.store) if t.service_id == service.id]
+
+    async def running(self, service: Service) -> list[Task]:
+        return [
+            t
+            for t in await self.tasks(service)
+            if t.state is TaskState.RUNNING and t.desired_state is TaskState.RUNNING
+        ]
+
+    async def until(self, check: Callable[[], Awaitable[bool]]) -> None:
+        await eventually(self.store, check)
+
+    async def service(self, service: Service) -> Service:
+        kv = await self.store.get(keys.service(service.id))
+        assert kv is not None
+        return from_json(Service, kv.value)
+
+    async def node(self, node_id: str) -> Node:
+        kv = await self.store.get(keys.node(node_id))
+        assert kv is not None
+        return from_json(Node, kv.value)
+
+
+@contextlib.asynccontextmanager
+async def cluster(nodes: int = 4, store: Store | None = None, **fleet: object) -> AsyncIterator[Cluster]:
+    """A leader and ``nodes`` hollow nodes (lease TTL 1 s, each its own lease) on ``store``
+    (a fresh MemoryStore by default); the store's history is audited when the block ends."""
+    store = store or MemoryStore()
+    hollow = HollowFleet(store, nodes, ttl=1, **fleet)  # type: ignore[arg-type]
+    await hollow.start(own_lease=frozenset(hollow.node_id(i) for i in range(nodes)))
+    leader = Orchestrator(store)
+    await leader.start()
+    stop = asyncio.Event()
+    loop = asyncio.ensure_future(leader.run(stop))
+    try:
+        yield Cluster(store, hollow, leader)
+    finally:
+        stop.set()
+        await loop
+        await leader.stop()
+        await hollow.stop()
+        checked = await audit(store)
+        assert checked > 0
+        await store.close()
