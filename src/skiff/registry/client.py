@@ -16,6 +16,8 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
+import socket
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
@@ -107,6 +109,19 @@ def transport_error(method: str, url: str, exc: BaseException) -> RegistryError:
     """A failure to talk to the registry at all, worded like Go's ``*url.Error``."""
     if isinstance(exc, asyncio.TimeoutError):
         reason = "timeout awaiting response"
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        # aiohttp's own text names the SSL context object; say what Go says instead.
+        os_error = exc.os_error
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientConnectorSSLError):
+            why = f"tls: {os_error}"
+        elif isinstance(os_error, socket.gaierror):
+            why = f"lookup {exc.host}: no such host"
+        elif isinstance(os_error, OSError) and os_error.errno:
+            why = "connect: " + os.strerror(os_error.errno).lower()
+        else:
+            why = str(os_error)
+        where = "dial tcp:" if isinstance(os_error, socket.gaierror) else f"dial tcp {exc.host}:{exc.port}:"
+        reason = f"{where} {why}"
     else:
         reason = str(exc) or type(exc).__name__
     words = {"GET": "Get", "HEAD": "Head", "PUT": "Put", "POST": "Post", "PATCH": "Patch", "DELETE": "Delete"}
