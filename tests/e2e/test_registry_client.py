@@ -716,3 +716,30 @@ def test_concurrent_pushes_and_pulls_of_one_image(
             assert p.returncode == 0, err
         info = json.loads(ok(daemon, DOCKER, "image", "inspect", name))[0]
         assert info["Id"] == image_id and info["RootFS"]["Layers"] == [sha256(t) for t in LAYERS]
+
+
+def test_build_pulls_a_missing_base_image(daemon: Daemon, skiffreg: RegistryProc, tmp_path: Path) -> None:
+    """`docker build` FROM an image only the registry has: pulled first, as dockerd does."""
+    api = daemon.client()
+    base = f"{skiffreg.host}/skiff-test/buildbase:v1"
+    api.tag("busybox:latest", base)
+    for line in api.push(base, stream=True, decode=True):
+        assert "error" not in line, line
+    api.remove_image(base)
+    (tmp_path / "Dockerfile").write_text(f"FROM {base}\nRUN echo built > /built\n")
+    env = {**daemon.env(), "DOCKER_BUILDKIT": "0"}
+    try:
+        r = subprocess.run(
+            ["docker", "build", "-t", "skiff-test-pulled-base", str(tmp_path)],
+            env=env,
+            capture_output=True,
+            timeout=180,
+        )
+        out = r.stdout.decode() + r.stderr.decode()
+        assert r.returncode == 0, out
+        assert f"Status: Downloaded newer image for {base}" in out
+        assert api.inspect_image(base)["Id"] == api.inspect_image("busybox:latest")["Id"]
+    finally:
+        for name in ("skiff-test-pulled-base", base):
+            with contextlib.suppress(docker.errors.APIError):
+                api.remove_image(name, force=True)

@@ -23,6 +23,7 @@ from skiff.api.streams import JsonLines
 from skiff.engine.build import BuildOptions
 from skiff.engine.build_steps import StepFailed
 from skiff.errors import InvalidArgument, SkiffError
+from skiff.registry.auth import decode_registry_config
 
 log = logging.getLogger("skiff.api")
 _STDERR_START, _STDERR_END = "\x1b[91m", "\x1b[0m"
@@ -64,6 +65,7 @@ def build_options(request: web.Request) -> BuildOptions:
         extra_hosts += [h for h in value.split(",") if h]
     network = request.query.get("networkmode", "")
     return BuildOptions(
+        registry_auth=decode_registry_config(request.headers.get("X-Registry-Config")),
         tags=tuple(t for t in request.query.getall("t", []) if t),
         dockerfile=request.query.get("dockerfile", ""),
         build_args=build_args,

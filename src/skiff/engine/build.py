@@ -22,6 +22,7 @@ import json
 import shutil
 import signal
 import tempfile
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -62,6 +63,7 @@ from skiff.errors import Conflict, InvalidArgument, NotFound, SkiffError
 from skiff.fs.scoped import resolve_in_root
 from skiff.images.imagestore import ImageStore, utc_now
 from skiff.images.reference import normalize_tag
+from skiff.registry.auth import AuthConfig
 from skiff.store.metadata import MetadataDB
 from skiff.store.mount import unmount
 from skiff.types import ContainerSpec, HealthConfig, HistoryEntry, HostConfig, ImageConfig, ImageRecord
@@ -97,6 +99,11 @@ class BuildOptions:
     cpuset_mems: str = ""
     platform: str = ""
     squash: bool = False
+    registry_auth: dict[str, AuthConfig] = field(default_factory=dict)  # X-Registry-Config
+
+
+# Pulls a base image that is not present (DistributionService.pull_for_build); None: no registry.
+Puller = Callable[[str, dict[str, AuthConfig], "BuildOutput"], Awaitable[ImageRecord]]
 
 
 class BuildOutput(Protocol):
@@ -146,6 +153,7 @@ class BuildService:
         self.images = images
         self.containers = containers
         self.steps = StepRunner(store, store.snapshotter, containers)
+        self.puller: Puller | None = None  # set by the engine once a registry client exists
 
     # -- preparing -----------------------------------------------------------------------------
 
@@ -279,10 +287,9 @@ class BuildService:
             try:
                 image = self.store.get(base_name)
             except NotFound:
-                raise NotFound(
-                    f"pull access denied for {base_name}: the image is not present locally and "
-                    "skiff cannot pull from registries yet (use 'skiff image bootstrap' or 'skiff load')"
-                ) from None
+                if self.puller is None:
+                    raise
+                image = await self.puller(base_name, job.options.registry_auth, out)
         config = image.config if image is not None else ImageConfig()
         current = _Current(image, StageState.begin(config))
         if image is not None:
@@ -492,7 +499,9 @@ class BuildService:
         source_image: ImageRecord | None = None
         from_stage = bool(instruction.from_)
         if from_stage:
-            source_image = self._copy_source(job, lex.process_word(instruction.from_, env), results)
+            source_image = await self._copy_source(
+                job, lex.process_word(instruction.from_, env), results, out
+            )
         inline = self._inline_files(job, instruction, lex, env)
         sources = [s for raw, s in zip(instruction.sources, sources, strict=True) if raw not in inline]
         urls = [s for s in sources if instruction.add and _is_url(s)]
@@ -565,7 +574,9 @@ class BuildService:
             out[raw] = Source(path, doc.name, False)
         return out
 
-    def _copy_source(self, job: BuildJob, name: str, results: list[ImageRecord | None]) -> ImageRecord | None:
+    async def _copy_source(
+        self, job: BuildJob, name: str, results: list[ImageRecord | None], out: BuildOutput
+    ) -> ImageRecord | None:
         if name.isdigit():
             index = int(name)
             if index >= len(results):
@@ -583,9 +594,9 @@ class BuildService:
         try:
             return self.store.get(name)
         except NotFound:
-            raise NotFound(
-                f"invalid from flag value {name}: the image is not present locally and skiff cannot pull it"
-            ) from None
+            if self.puller is None:
+                raise NotFound(f"invalid from flag value {name}: the image is not present locally") from None
+            return await self.puller(name, job.options.registry_auth, out)
 
     async def _download(self, job: BuildJob, url: str, dest: str) -> Source:
         """ADD <url>: fetched into the job's directory."""

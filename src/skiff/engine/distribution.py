@@ -35,6 +35,7 @@ from skiff.registry.client_pull import (
 )
 from skiff.registry.client_push import Pusher, images_to_push
 from skiff.registry.client_session import Registries
+from skiff.types import ImageRecord
 
 log = logging.getLogger("skiff.distribution")
 
@@ -145,6 +146,21 @@ class DistributionService:
 
         async for event in self._run(work):
             yield event
+
+    async def pull_for_build(self, name: str, auths: dict[str, AuthConfig], out: Any) -> ImageRecord:
+        """A base image a build needs and does not have: pulled as ``docker build`` does, the
+        progress as the build's text (``out.stdout``), credentials from X-Registry-Config."""
+        spec = pull_spec(name, "")
+        if spec.all_tags:
+            spec = PullSpec(spec.ref.with_tag("latest"), False, None)
+        domain = spec.ref.domain
+        auth = auths.get(domain) or next(
+            (a for key, a in auths.items() if login_domain(key) == domain), AuthConfig()
+        )
+        async for event in self.pull(spec, auth):
+            if isinstance(event, Progress) and not event.layer:
+                await out.stdout(f"{event.id + ': ' if event.id else ''}{event.status}\n")
+        return self.store.get(name)
 
     async def push(self, ref: Reference, auth: AuthConfig) -> AsyncGenerator[Event, None]:
         """``docker push``: checks the local images first (NotFound before any output), then pushes."""

@@ -88,6 +88,7 @@ class Engine:
             self.images.spool_dir,
         )
         self.builds = BuildService(root, self.db, self.image_store, self.images, self.containers)
+        self.builds.puller = self.distribution.pull_for_build
         self.execs = ExecService(self.containers)
         self.health = HealthMonitor(self.containers, self.execs)
 

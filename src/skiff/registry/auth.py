@@ -108,6 +108,21 @@ def decode_registry_auth(header: str | None) -> AuthConfig:
     return auth_from_json(data)
 
 
+def decode_registry_config(header: str | None) -> dict[str, AuthConfig]:
+    """``X-Registry-Config`` (docker build): base64url JSON of ``{registry: AuthConfig}``."""
+    if not header or not header.strip():
+        return {}
+    text = header.strip()
+    padded = text + "=" * (-len(text) % 4)
+    try:
+        data = json.loads(base64.urlsafe_b64decode(padded.replace("+", "-").replace("/", "_")))
+    except (binascii.Error, ValueError):
+        raise InvalidArgument("invalid X-Registry-Config header: expected base64url-encoded JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidArgument("invalid X-Registry-Config header: expected a JSON object")
+    return {str(k): auth_from_json(v) for k, v in data.items() if isinstance(v, dict)}
+
+
 def encode_registry_auth(auth: AuthConfig) -> str:
     """The ``X-Registry-Auth`` value for ``auth`` (``e30=`` when anonymous, as docker clients send)."""
     data: dict[str, str] = {}
