@@ -227,7 +227,8 @@ def test_run_detached_then_ps_stop_start_kill_rm(daemon: Daemon) -> None:
         command = docker_ok(
             daemon, "ps", "--no-trunc", "--filter", f"name={name}", "--format", "{{.Command}}"
         )
-        assert command.strip() == f'"sh -c {script}"'  # dockerd joins the argv with spaces
+        # dockerd (container/view.go) joins the argv with spaces, quoting arguments with a space
+        assert command.strip() == f"\"sh -c '{script}'\""
         # stop: SIGTERM is ignored, so SIGKILL after -t
         assert docker_ok(daemon, "stop", "-t", "1", name).strip() == name
         assert inspect(daemon, "{{.State.Status}} {{.State.ExitCode}}", name) == "exited 137"
