@@ -85,7 +85,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(500, f"internal error: {exc}")
 
 
-_PREPARED = "skiff.prepared"
+_PREPARED = web.RequestKey("skiff.prepared", bool)
 
 
 async def _add_headers(request: web.Request, response: web.StreamResponse) -> None:
