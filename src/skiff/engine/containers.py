@@ -330,8 +330,15 @@ class ContainerService:
                 else RuntimeFailure(f"failed to start container {c.id[:12]}: {exc}")
             )
             if attaching is not None:
-                with contextlib.suppress(BaseException):
+                try:
                     network = await attaching
+                except SkiffError as net_exc:
+                    # The network failed while runc was creating the container (a published
+                    # port already held, say), and its teardown can fail runc too: the
+                    # network's error is the cause the user must see.
+                    err = net_exc
+                except BaseException:  # the start's own error is the one reported
+                    pass
             if nets is not None:
                 await nets.release(c, network)
             await self._cleanup_failed_start(c, err)
