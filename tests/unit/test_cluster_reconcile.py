@@ -384,3 +384,14 @@ def test_removed_service() -> None:
     assert [t.id for t in acts.delete] == [done.id]
     states = {t.id: (t.state, t.desired_state) for t in acts.update}
     assert states == {live.id: (S.RUNNING, S.SHUTDOWN), waiting.id: (S.SHUTDOWN, S.RUNNING)}
+
+
+def test_creation_budget_leaves_the_rest_for_the_next_pass() -> None:
+    svc = service(replicas=5)
+    acts = reconcile_service(svc, [], NODES, 200, max_create=2)
+    assert slots(acts.create) == [1, 2] and acts.more
+    rest = reconcile_service(svc, acts.create, NODES, 200, max_create=10)
+    assert slots(rest.create) == [3, 4, 5] and not rest.more
+    dead = failed(svc, 1, at=150)
+    spent = reconcile_service(service(replicas=1), [dead], NODES, 200, max_create=0)
+    assert spent.empty and spent.more  # a failed task is only marked handled with its replacement

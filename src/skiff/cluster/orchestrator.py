@@ -22,19 +22,23 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from skiff.cluster import keys
-from skiff.cluster.model import Node, Task, TaskState, advance
+from skiff.cluster.model import Node, Task, TaskState, advance, evolve
 from skiff.cluster.plan import Plan, PlanBuilder, StalePlan, commit_all
 from skiff.cluster.reconcile import HISTORY_LIMIT, reconcile_nodes, reconcile_removed, reconcile_service
 from skiff.cluster.scheduler import Scheduler
+from skiff.cluster.scheduler.chain import NodeIndex
 from skiff.cluster.state.base import Compacted, Store
 from skiff.cluster.view import ClusterView
 
 log = logging.getLogger(__name__)
 
 ASSIGNED_MESSAGE = "scheduler assigned task to node"
+# Tasks created or placed per pass. A pass runs on the event loop without yielding; bounding it
+# keeps the leader answering (keepalives, API calls, watches) while it places 100,000 replicas.
+MAX_PASS_TASKS = 2000
 
 
 @dataclass
@@ -59,6 +63,7 @@ class Orchestrator:
         rng: random.Random | None = None,
         history_limit: int = HISTORY_LIMIT,
         max_plan_ops: int | None = None,
+        max_pass_tasks: int = MAX_PASS_TASKS,
         name: str = "leader",
     ) -> None:
         self.store = store
@@ -67,11 +72,14 @@ class Orchestrator:
         self.rng = rng or random.Random()
         self.history_limit = history_limit
         self.max_plan_ops = min(max_plan_ops or store.max_txn_ops, store.max_txn_ops)
+        self.max_pass_tasks = max_pass_tasks
         self.view = ClusterView()
         self.timers: dict[str, float] = {}  # service -> when the reconciler wants another look
         self._watch_task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._advanced = asyncio.Event()
+        self.passed = asyncio.Event()
+        self._index: tuple[int, NodeIndex] | None = None  # (view.nodes_version, index over view.nodes)
         self.stats = {"passes": 0, "stale": 0, "placements": 0}
 
     # --- lifecycle
@@ -133,6 +141,7 @@ class Orchestrator:
                 return
             self._changed.clear()
             await self.run_pass()
+            self.passed.set()  # for watchers of progress (benchmarks, tests): cleared by them
 
     async def run_pass(self) -> PassResult:
         """One pass; a stale plan makes the view catch up and the pass run again."""
@@ -165,10 +174,18 @@ class Orchestrator:
                     if usage is not None:
                         services |= set(usage.by_service)
                 services |= {s.id for s in view.services.values() if s.spec.mode == "global"}
-        scheduler = Scheduler(nodes, view.usage, self.rng)
+        if self._index is None or self._index[0] != view.nodes_version or nodes is not view.nodes:
+            self._index = (view.nodes_version, NodeIndex(nodes))
+        scheduler = Scheduler(nodes, view.usage, self.rng, index=self._index[1])
+        budget = self.max_pass_tasks
         for service_id in sorted(services):
-            self._service_pass(service_id, nodes, scheduler, builder, now, result)
+            if budget <= 0:  # the rest waits for the next pass, after the loop served others
+                view.dirty.add(service_id)
+                continue
+            budget -= self._service_pass(service_id, nodes, scheduler, builder, now, result, budget)
         result.plans = builder.build()
+        if view.dirty:
+            self._changed.set()
         self.stats["passes"] += 1
         return result
 
@@ -180,14 +197,19 @@ class Orchestrator:
         builder: PlanBuilder,
         now: float,
         result: PassResult,
-    ) -> None:
+        budget: int,
+    ) -> int:
+        """One service into the pass's plans; returns the tasks it creates or places (at most
+        ``budget``, and the service stays dirty if it had more to do)."""
         view = self.view
         service = view.services.get(service_id)
         tasks = view.tasks_of(service_id)
         if service is None:
             acts = reconcile_removed(tasks, now)
         else:
-            acts = reconcile_service(service, tasks, nodes, now, history_limit=self.history_limit)
+            acts = reconcile_service(
+                service, tasks, nodes, now, history_limit=self.history_limit, max_create=budget
+            )
             if acts.service is not None:
                 builder.put_service(acts.service)
             if acts.wake_at is not None:
@@ -198,9 +220,12 @@ class Orchestrator:
         waiting = [changed.get(i) or view.tasks[i] for i in sorted(view.waiting.get(service_id, ()))]
         to_place = [
             t
-            for t in [*waiting, *acts.create]
+            for t in [*acts.create, *waiting]
             if t.state is TaskState.PENDING and t.desired_state is TaskState.RUNNING
         ]
+        if len(to_place) > budget or acts.more:
+            to_place = to_place[:budget]
+            view.dirty.add(service_id)
         final: dict[str, tuple[Task, bool]] = {}  # task id -> (what to write, placed now)
         for decision in scheduler.place_all(to_place):
             task = decision.task
@@ -213,7 +238,7 @@ class Orchestrator:
             result.unplaced += 1
             message = decision.explanation.message()  # why it waits, for `service ps`
             if message != task.message:
-                final[task.id] = (replace(task, message=message, updated_at=now), False)
+                final[task.id] = (evolve(task, message=message, updated_at=now), False)
             elif task.id in changed or task.id not in view.tasks:
                 final[task.id] = (changed.get(task.id, task), False)
             changed.pop(task.id, None)
@@ -233,6 +258,7 @@ class Orchestrator:
             builder.put_tasks(group)
         for task in acts.delete:
             builder.delete_task(task)
+        return max(len(to_place), len(acts.create))
 
     async def commit(self, result: PassResult) -> PassResult:
         """Commit a prepared pass (see ``plan.commit_all``)."""

@@ -78,10 +78,11 @@ class PlanBuilder:
         """Write tasks that belong together (a replacement and the task it replaces) into one
         plan, so no commit ever shows one without the other."""
         plan = self.plans[-1]
-        allocs = {keys.alloc(t.node_id) for t, placed in group if placed} - plan.writes.keys()
+        allocs = {keys.alloc(t.node_id) for t, placed in group if placed}
+        fresh = sum(1 for a in allocs if a not in plan.writes)
         if len(group) + 2 * len(allocs) > self.max_ops:
             raise ValueError("a task group does not fit in one plan")
-        plan = self._room(len(group) + 2 * len(allocs), len(group) + len(allocs))
+        plan = self._room(len(group) + 2 * fresh, len(group) + fresh)  # a new plan has room for all
         for task, placed in group:
             if placed:
                 node_key, alloc_key = keys.node(task.node_id), keys.alloc(task.node_id)

@@ -43,6 +43,7 @@ from skiff.cluster.model import (
     UpdateState,
     UpdateStatus,
     advance,
+    evolve,
     new_task,
 )
 from skiff.cluster.scheduler.constraints import parse_constraints
@@ -61,6 +62,7 @@ class Actions:
     delete: list[Task] = field(default_factory=list)
     service: Service | None = None  # the service with a new update status or spec (rollback)
     wake_at: float | None = None
+    more: bool = False  # creations were left for the next pass (``max_create``)
 
     def wake(self, at: float) -> None:
         self.wake_at = at if self.wake_at is None else min(self.wake_at, at)
@@ -99,9 +101,15 @@ class _Pass:
     """Working state of one reconcile: the latest version of every task, and what changed."""
 
     def __init__(
-        self, service: Service, tasks: Sequence[Task], nodes: Mapping[str, Node], now: float
+        self,
+        service: Service,
+        tasks: Sequence[Task],
+        nodes: Mapping[str, Node],
+        now: float,
+        max_create: int | None = None,
     ) -> None:
         self.service = service
+        self.max_create = max_create
         self.nodes = nodes
         self.now = now
         self.tasks: dict[str, Task] = {t.id: t for t in tasks}
@@ -115,14 +123,18 @@ class _Pass:
 
     def shut_down(self, task: Task, message: str) -> None:
         if task.desired_state is not TaskState.SHUTDOWN:
-            self.set(replace(task, desired_state=TaskState.SHUTDOWN, message=message, updated_at=self.now))
+            self.set(evolve(task, desired_state=TaskState.SHUTDOWN, message=message, updated_at=self.now))
 
     def create(
         self, slot: int, node_id: str, predecessor: Task | None, restarts: tuple[float, ...] = ()
-    ) -> Task:
+    ) -> Task | None:
+        """A new task for the slot, or None when this pass's budget is spent (``Actions.more``)."""
+        if self.max_create is not None and len(self.created) >= self.max_create:
+            self.out.more = True
+            return None
         task = new_task(self.service, slot=slot, node_id=node_id, predecessor=predecessor, now=self.now)
         if restarts:
-            task = replace(task, restarts=restarts)
+            task = evolve(task, restarts=restarts)
         if task.id in self.tasks:  # already created (a re-run of the same pass): never twice
             return self.tasks[task.id]
         self.tasks[task.id] = task
@@ -169,9 +181,11 @@ def reconcile_service(
     now: float,
     *,
     history_limit: int = HISTORY_LIMIT,
+    max_create: int | None = None,
 ) -> Actions:
-    """One service's actions (see module doc)."""
-    p = _Pass(service, tasks, nodes, now)
+    """One service's actions (see module doc). At most ``max_create`` new tasks: the leader
+    bounds a pass so its event loop keeps serving (the rest comes next pass, ``Actions.more``)."""
+    p = _Pass(service, tasks, nodes, now, max_create)
     _handle_nodes(p)
     _check_update_failure(p)
     if p.service.spec.mode is ServiceMode.GLOBAL:
@@ -192,7 +206,7 @@ def reconcile_removed(tasks: Sequence[Task], now: float) -> Actions:
             out.update.append(advance(t, TaskState.SHUTDOWN, now=now, message="service removed"))
         elif t.desired_state is not TaskState.SHUTDOWN:
             out.update.append(
-                replace(t, desired_state=TaskState.SHUTDOWN, message="service removed", updated_at=now)
+                evolve(t, desired_state=TaskState.SHUTDOWN, message="service removed", updated_at=now)
             )
     return out
 
@@ -261,9 +275,8 @@ def _fill_slot(p: _Pass, ts: list[Task], *, slot: int, node_id: str, may_create:
         if not newest.state.terminal:
             return  # alive (or on its way)
         restarts = _restart_decision(p, newest, p.service.spec.restart)
-        if restarts is not None and may_create:
+        if restarts is not None and may_create and p.create(slot, node_id, newest, restarts):
             p.shut_down(newest, newest.message)
-            p.create(slot, node_id, newest, restarts)
         return
     stopping = [t for t in ts if not t.state.terminal and node_usable(p.nodes.get(t.node_id))]
     if stopping and not any(t.state in (TaskState.NEW, TaskState.PENDING) for t in stopping):

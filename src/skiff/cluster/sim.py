@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from skiff.cluster import keys
@@ -50,6 +51,10 @@ class HollowFleet:
     clock: Callable[[], float] = time.time
     on_running: Callable[[Task, float], None] | None = None  # called for each task reported running
     fail_images: frozenset[str] = frozenset()  # tasks of these images fail at once (exit status 1)
+    # A store of its own for the keepalives, used from a thread with its own event loop: real
+    # agents are other processes, so a busy leader in this process must not starve their
+    # keepalives to an external store (etcd). In-process stores use the main loop instead.
+    keepalive_store: Callable[[], Store] | None = None
 
     def __post_init__(self) -> None:
         self.nodes: dict[str, Node] = {}
@@ -58,6 +63,9 @@ class HollowFleet:
         self.stats = FleetStats()
         self._tasks: list[asyncio.Task[None]] = []
         self._own_lease: set[str] = set()
+        self._own_revisions: set[int] = set()  # revisions of our own reports: their events are skipped
+        self._keepalive_thread: threading.Thread | None = None
+        self._keepalive_stop = threading.Event()
 
     def node_id(self, i: int) -> str:
         return f"{self.prefix}{i:05d}"
@@ -98,10 +106,14 @@ class HollowFleet:
         if ops:
             await self.store.txn([], ops)
         loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self._keepalive(), name="hollow-keepalive"),
-            loop.create_task(self._follow(start_revision), name="hollow-agents"),
-        ]
+        self._tasks = [loop.create_task(self._follow(start_revision), name="hollow-agents")]
+        if self.keepalive_store is None:
+            self._tasks.append(loop.create_task(self._keepalive(self.store), name="hollow-keepalive"))
+        else:
+            self._keepalive_thread = threading.Thread(
+                target=self._keepalive_in_thread, name="hollow-keepalive"
+            )
+            self._keepalive_thread.start()
 
     def kill(self, node_id: str) -> None:
         """The node stops sending keepalives (a crashed host); its lease expires within ``ttl``."""
@@ -110,6 +122,10 @@ class HollowFleet:
         self.dead.add(node_id)
 
     async def stop(self) -> None:
+        self._keepalive_stop.set()
+        if self._keepalive_thread is not None:
+            await asyncio.to_thread(self._keepalive_thread.join)
+            self._keepalive_thread = None
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -117,18 +133,44 @@ class HollowFleet:
                 await t
         self._tasks = []
 
-    async def _keepalive(self) -> None:
-        while True:
-            for lease_id in {lease for n, lease in self.leases.items() if n not in self.dead}:
-                with contextlib.suppress(LeaseNotFound):
-                    await self.store.keepalive(lease_id)
+    async def _keepalive(self, store: Store, *, concurrency: int = 1) -> None:
+        """Renew every live node's lease each ``ttl/3``. In-process stores answer at once, so one
+        pass over all leases takes one turn of the event loop; over HTTP (the keepalive thread)
+        ``concurrency`` requests are in flight at a time, as from many agents."""
+        while not self._keepalive_stop.is_set():
+            live = sorted({lease for n, lease in self.leases.items() if n not in self.dead})
+            for chunk in _chunks(live, concurrency):
+                if len(chunk) == 1:
+                    await self._keep(store, chunk[0])
+                else:
+                    await asyncio.gather(*(self._keep(store, lease_id) for lease_id in chunk))
             await asyncio.sleep(self.ttl / 3)
+
+    @staticmethod
+    async def _keep(store: Store, lease_id: int) -> None:
+        with contextlib.suppress(LeaseNotFound):
+            await store.keepalive(lease_id)
+
+    def _keepalive_in_thread(self) -> None:
+        assert self.keepalive_store is not None
+        make = self.keepalive_store
+
+        async def run() -> None:
+            store = make()
+            try:
+                await self._keepalive(store, concurrency=64)
+            finally:
+                await store.close()
+
+        asyncio.run(run())
 
     async def _follow(self, start_revision: int) -> None:
         async with self.store.watch(keys.TASKS, start_revision=start_revision) as w:
             async for events in w:
                 todo: dict[str, tuple[Task, int]] = {}
                 for e in events:
+                    if e.kv.mod_revision in self._own_revisions:
+                        continue
                     if e.type != "put":
                         todo.pop(e.kv.key, None)
                         continue
@@ -137,6 +179,9 @@ class HollowFleet:
                         todo[e.kv.key] = (task, e.kv.mod_revision)
                     else:
                         todo.pop(e.kv.key, None)
+                if events and self._own_revisions:
+                    last = events[-1].kv.mod_revision
+                    self._own_revisions = {r for r in self._own_revisions if r > last}
                 if todo:
                     await self._report(list(todo.values()))
 
@@ -164,6 +209,7 @@ class HollowFleet:
                 [Put(keys.task(t.id), to_json(m)) for t, m in zip((t for t, _ in chunk), moved, strict=True)],
             )
             if r.succeeded:
+                self._own_revisions.add(r.revision)
                 self._reported(moved, now)
                 continue
             self.stats.conflicts += 1
@@ -172,6 +218,7 @@ class HollowFleet:
                     [Compare(keys.task(task.id), rev)], [Put(keys.task(task.id), to_json(m))]
                 )
                 if one.succeeded:
+                    self._own_revisions.add(one.revision)
                     self._reported([m], now)
 
     def _reported(self, moved: list[Task], now: float) -> None:
@@ -184,3 +231,8 @@ class HollowFleet:
                 self.stats.stopped += 1
             else:
                 self.stats.failed += 1
+
+
+def _chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

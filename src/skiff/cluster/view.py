@@ -39,6 +39,7 @@ class ClusterView:
     waiting: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # service -> pending tasks
     dirty: set[str] = field(default_factory=set)  # services to reconcile
     nodes_dirty: bool = True  # node records or liveness changed since the last pass
+    nodes_version: int = 0  # bumped by every node change (caches keyed on the nodes use it)
     _gone: dict[str, int] = field(default_factory=dict)  # keys this leader deleted, at revision
 
     @classmethod
@@ -55,6 +56,10 @@ class ClusterView:
 
     def tasks_of(self, service_id: str) -> list[Task]:
         return [self.tasks[t] for t in self.by_service.get(service_id, ())]
+
+    def tasks_of_node(self, node_id: str) -> list[Task]:
+        """Tasks holding resources on the node (O(tasks): for tools, not the planning path)."""
+        return [t for t in self.tasks.values() if t.node_id == node_id and t.state.on_node]
 
     def rev(self, key: str) -> int:
         """The mod_revision the view holds for ``key`` (0: absent)."""
@@ -113,9 +118,11 @@ class ClusterView:
         self.revs[key] = rev
         self._gone.pop(key, None)
         if isinstance(obj, Task):
-            self._untrack(self.tasks.get(obj.id))
+            old = self.tasks.get(obj.id)
+            self._untrack(old)
             self.tasks[obj.id] = obj
             self._track(obj)
+            self._task_changed(old, obj)
         elif isinstance(obj, Node):
             self.nodes[obj.id] = obj
             self._node_changed(obj.id)
@@ -130,7 +137,10 @@ class ClusterView:
     def _delete(self, key: str) -> None:
         self.revs.pop(key, None)
         if key.startswith(keys.TASKS):
-            self._untrack(self.tasks.pop(key.removeprefix(keys.TASKS), None))
+            old = self.tasks.pop(key.removeprefix(keys.TASKS), None)
+            self._untrack(old)
+            if old is not None:
+                self._task_changed(old, None)
         elif key.startswith(keys.NODES):
             node_id = key.removeprefix(keys.NODES)
             self.nodes.pop(node_id, None)
@@ -150,7 +160,6 @@ class ClusterView:
             self.usage[t.node_id].add(t)
         if t.state in _WAITING and t.desired_state is TaskState.RUNNING:
             self.waiting[t.service_id].add(t.id)
-        self.dirty.add(t.service_id)
 
     def _untrack(self, t: Task | None) -> None:
         if t is None:
@@ -162,16 +171,38 @@ class ClusterView:
                 del self.by_service[t.service_id]
         if t.state.on_node:
             self.usage[t.node_id].remove(t)
-            self._capacity_freed()
         w = self.waiting.get(t.service_id)
         if w is not None:
             w.discard(t.id)
             if not w:
                 del self.waiting[t.service_id]
-        self.dirty.add(t.service_id)
+
+    def _task_changed(self, old: Task | None, new: Task | None) -> None:
+        """Mark what a task change calls for. Most changes are agents reporting progress
+        (assigned -> preparing -> running) that need no decision: reconciling a 5,000-task
+        service for each of them would cost the leader more than placing them."""
+        t = new or old
+        assert t is not None
+        if old is not None and old.state.on_node and (new is None or not new.state.on_node):
+            self._capacity_freed()
+        if (
+            old is None
+            or new is None
+            or (
+                new.state.terminal != old.state.terminal
+                or new.desired_state is not old.desired_state
+                or (new.up != old.up and self._updating(t.service_id))
+            )
+        ):
+            self.dirty.add(t.service_id)
+
+    def _updating(self, service_id: str) -> bool:
+        service = self.services.get(service_id)
+        return service is not None and service.update_status is not None and service.update_status.in_progress
 
     def _node_changed(self, node_id: str) -> None:
         self.nodes_dirty = True
+        self.nodes_version += 1
         usage = self.usage.get(node_id)
         if usage is not None:
             self.dirty.update(usage.by_service)

@@ -21,6 +21,7 @@ insufficient memory on 2, constraint node.labels.ssd==true not met on 1".
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections import Counter
@@ -51,12 +52,18 @@ class Explanation:
     nodes: int  # nodes in the cluster
     evaluated: int  # nodes the walk looked at (after static feasibility)
     filtered: tuple[tuple[str, int], ...]  # reason -> nodes, most common first
-    scores: tuple[NodeScore, ...] = ()  # best first
+    ranked: tuple[tuple[tuple[int, ...], str], ...] = ()  # (rank, node) of the best, best first
+    rankers: tuple[str, ...] = ()  # names of the rank components
+
+    @property
+    def scores(self) -> tuple[NodeScore, ...]:
+        """The best nodes with each ranker's value (built on demand: most are never read)."""
+        return tuple(NodeScore(nid, tuple(zip(self.rankers, key, strict=True))) for key, nid in self.ranked)
 
     def message(self) -> str:
         """``no suitable node: 3 nodes — insufficient memory on 2, ...`` (or the chosen node)."""
-        if self.scores:
-            return f"scheduled on {self.scores[0].node_id} ({self.evaluated} of {self.nodes} nodes evaluated)"
+        if self.ranked:
+            return f"scheduled on {self.ranked[0][1]} ({self.evaluated} of {self.nodes} nodes evaluated)"
         count = f"{self.nodes} node" + ("" if self.nodes == 1 else "s")
         if not self.filtered:
             return f"no suitable node: {count}"
@@ -75,10 +82,15 @@ class Decision:
         return bool(self.node_id)
 
 
-def _reasons(*counters: Counter[str]) -> tuple[tuple[str, int], ...]:
+def _first(item: tuple[tuple[int, ...], str]) -> tuple[int, ...]:
+    return item[0]
+
+
+def _reasons(*counters: Counter[str] | None) -> tuple[tuple[str, int], ...]:
     total: Counter[str] = Counter()
     for c in counters:
-        total.update(c)
+        if c:
+            total.update(c)
     return tuple(sorted(total.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
@@ -90,6 +102,43 @@ class _Candidates:
     filtered: Counter[str]
     cursor: int = 0
 
+    def __post_init__(self) -> None:
+        self.reasons = _reasons(self.filtered)  # the static part of every explanation
+
+
+class NodeIndex:
+    """What depends on the nodes alone (static feasibility per constraint set, each node's
+    preference group), kept across passes while the nodes do not change: the leader makes a
+    new one when a node changes. At 5,000 nodes this is most of a pass's fixed cost."""
+
+    def __init__(self, nodes: Mapping[str, Node]) -> None:
+        self.nodes = nodes
+        self._feasible: dict[tuple[str, ...], tuple[list[str], Counter[str]]] = {}
+        self._groups: dict[tuple[str, ...], dict[str, tuple[str, ...]]] = {}
+
+    def feasible(self, constraint_texts: tuple[str, ...]) -> tuple[list[str], Counter[str]]:
+        """Nodes passing the static filters (sorted), and the others counted by reason."""
+        hit = self._feasible.get(constraint_texts)
+        if hit is None:
+            constraints = parse_constraints(constraint_texts)
+            eligible, filtered = [], Counter[str]()
+            for node in self.nodes.values():
+                reason = filters.static_reason(node, constraints)
+                if reason:
+                    filtered[reason] += 1
+                else:
+                    eligible.append(node.id)
+            eligible.sort()  # the shuffle alone decides the order: same seed, same placements
+            hit = self._feasible[constraint_texts] = (eligible, filtered)
+        return hit
+
+    def groups(self, labels: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+        """Each node's group for preference ``labels`` (``rank.preference_group``)."""
+        hit = self._groups.get(labels)
+        if hit is None:
+            hit = self._groups[labels] = {n.id: rank.preference_group(n, labels) for n in self.nodes.values()}
+        return hit
+
 
 @dataclass
 class Scheduler:
@@ -99,8 +148,12 @@ class Scheduler:
     usage: Mapping[str, NodeUsage]
     rng: random.Random = field(default_factory=random.Random)
     sample_floor: int = SAMPLE_FLOOR
+    index: NodeIndex | None = None  # reuse across passes while ``nodes`` is unchanged
 
     def __post_init__(self) -> None:
+        if self.index is None or self.index.nodes is not self.nodes:
+            self.index = NodeIndex(self.nodes)
+        self._index: NodeIndex = self.index
         self._mine: dict[str, NodeUsage] = {}  # copies of the usage of nodes placed on in this pass
         self._candidates: dict[tuple[str, ...], _Candidates] = {}
         self._hopeless: dict[object, Explanation] = {}  # task shapes no node can take (this pass)
@@ -128,39 +181,54 @@ class Scheduler:
         eligible = cands.eligible
         n = len(eligible)
         limit = max(self.sample_floor, math.ceil(math.log2(n))) if n else 0
-        dynamic: Counter[str] = Counter()
+        levels = [
+            (self._index.groups(prefs[: k + 1]), self._group_counts(task.service_id, prefs[: k + 1]))
+            for k in range(len(prefs))
+        ]
+        # The walk below runs ~log2(N) times per task: it reads what it needs into locals, and
+        # the rankers (rank.py) are written out inline, in their order.
+        sid, nodes, mine, base = task.service_id, self.nodes, self._mine, self.usage
+        dynamic: Counter[str] | None = None  # made on the first filtered node only (rare)
         scored: list[tuple[tuple[int, ...], str]] = []
-        best: tuple[tuple[int, ...], str] | None = None
+        best: tuple[int, ...] | None = None
+        best_id = ""
         i, visited = cands.cursor, 0
         while visited < n and len(scored) < limit:
             node_id = eligible[i]
-            i = (i + 1) % n
+            i = i + 1 if i + 1 < n else 0
             visited += 1
-            node, usage = self.nodes[node_id], self.node_usage(node_id)
+            node = nodes[node_id]
+            usage = mine.get(node_id) or base.get(node_id, EMPTY)
             reason = filters.dynamic_reason(node, usage, want, ports)
             if reason:
+                dynamic = dynamic or Counter()
                 dynamic[reason] += 1
                 continue
-            key = self._rank(node, usage, task.service_id, prefs)
+            # rank: placement preferences, then spread of this service, then fewest tasks
+            spread, tasks = usage.by_service.get(sid, 0), usage.tasks
+            key = (
+                (*[counts[groups[node_id]] for groups, counts in levels], spread, tasks)
+                if levels
+                else (spread, tasks)
+            )
             scored.append((key, node_id))
-            if best is None or key < best[0]:
-                best = (key, node_id)
+            if best is None or key < best:
+                best, best_id = key, node_id
         cands.cursor = i
+        reasons = _reasons(cands.filtered, dynamic) if dynamic else cands.reasons
         if best is None:
-            explanation = Explanation(len(self.nodes), visited, _reasons(cands.filtered, dynamic))
+            explanation = Explanation(len(self.nodes), visited, reasons)
             self._hopeless[shape] = explanation
             return Decision(task, "", explanation)
-        node_id = best[1]
-        self._take(task, node_id, prefs)
-        top = sorted(scored, key=lambda s: s[0])[:TOP_SCORES]
-        names = self._score_names(prefs)
-        explanation = Explanation(
-            len(self.nodes),
-            visited,
-            _reasons(cands.filtered, dynamic),
-            tuple(NodeScore(nid, tuple(zip(names, key, strict=True))) for key, nid in top),
+        self._take(task, best_id, prefs)
+        scored.sort(key=_first)
+        return Decision(
+            task,
+            best_id,
+            Explanation(
+                len(self.nodes), visited, reasons, tuple(scored[:TOP_SCORES]), self._score_names(prefs)
+            ),
         )
-        return Decision(task, node_id, explanation)
 
     # --- steps of the chain
 
@@ -168,30 +236,14 @@ class Scheduler:
         """Static feasibility for one constraint set, once per pass (step 1), shuffled (step 2)."""
         cands = self._candidates.get(constraint_texts)
         if cands is None:
-            constraints = parse_constraints(constraint_texts)
-            eligible, filtered = [], Counter[str]()
-            for node in self.nodes.values():
-                reason = filters.static_reason(node, constraints)
-                if reason:
-                    filtered[reason] += 1
-                else:
-                    eligible.append(node.id)
-            eligible.sort()  # the shuffle alone decides the order: same seed, same placements
+            eligible, filtered = self._index.feasible(constraint_texts)
+            eligible = list(eligible)
             self.rng.shuffle(eligible)
             cands = self._candidates[constraint_texts] = _Candidates(eligible, filtered)
         return cands
 
-    def _rank(self, node: Node, usage: NodeUsage, service_id: str, prefs: tuple[str, ...]) -> tuple[int, ...]:
-        """Step 5: the node's rank tuple (lower is better)."""
-        key = [
-            rank.preference(node, prefs[: k + 1], self._group_counts(service_id, prefs[: k + 1]))
-            for k in range(len(prefs))
-        ]
-        key.append(rank.spread(usage, service_id))
-        key.append(rank.fewest_tasks(usage))
-        return tuple(key)
-
     @staticmethod
+    @functools.cache
     def _score_names(prefs: tuple[str, ...]) -> tuple[str, ...]:
         return (*(f"spread=node.labels.{p}" for p in prefs), "spread", "tasks")
 
@@ -208,15 +260,14 @@ class Scheduler:
             return Decision(task, "", Explanation(1, 1, ((reason, 1),)))
         self._take(task, node_id, ())
         usage = self.node_usage(node_id)
-        score = NodeScore(node_id, (("spread", rank.spread(usage, task.service_id)), ("tasks", usage.tasks)))
-        return Decision(task, node_id, Explanation(1, 1, (), (score,)))
+        ranked = (((rank.spread(usage, task.service_id), rank.fewest_tasks(usage)), node_id),)
+        return Decision(task, node_id, Explanation(1, 1, (), ranked, ("spread", "tasks")))
 
     def _take(self, task: Task, node_id: str, prefs: tuple[str, ...]) -> None:
         """Record a placement in this pass's copy of the node's usage."""
-        node = self.nodes[node_id]
         for k in range(len(prefs)):  # before the usage changes: the counts may be computed now
             labels = prefs[: k + 1]
-            self._group_counts(task.service_id, labels)[rank.preference_group(node, labels)] += 1
+            self._group_counts(task.service_id, labels)[self._index.groups(labels)[node_id]] += 1
         mine = self._mine.get(node_id)
         if mine is None:
             mine = self._mine[node_id] = self.usage.get(node_id, EMPTY).copy()
@@ -228,9 +279,9 @@ class Scheduler:
         counts = self._groups.get(key)
         if counts is None:
             counts = Counter()
-            for node_id, node in self.nodes.items():
+            for node_id, group in self._index.groups(labels).items():
                 n = self.node_usage(node_id).by_service.get(service_id, 0)
                 if n:
-                    counts[rank.preference_group(node, labels)] += n
+                    counts[group] += n
             self._groups[key] = counts
         return counts

@@ -8,9 +8,11 @@ to its own copies (copy on write, per pass).
 
 from __future__ import annotations
 
-from collections import Counter
+from typing import TypeVar
 
 from skiff.cluster.model import Task
+
+K = TypeVar("K")
 
 
 class NodeUsage:
@@ -22,8 +24,8 @@ class NodeUsage:
         self.nano_cpus = 0
         self.memory_bytes = 0
         self.tasks = 0
-        self.ports: Counter[tuple[str, int]] = Counter()
-        self.by_service: Counter[str] = Counter()
+        self.ports: dict[tuple[str, int], int] = {}  # (protocol, published port) -> tasks
+        self.by_service: dict[str, int] = {}  # service id -> tasks
 
     def add(self, task: Task) -> None:
         self._change(task, 1)
@@ -36,25 +38,28 @@ class NodeUsage:
         self.nano_cpus += sign * r.nano_cpus
         self.memory_bytes += sign * r.memory_bytes
         self.tasks += sign
-        self.by_service[task.service_id] += sign
-        if self.by_service[task.service_id] <= 0:
-            del self.by_service[task.service_id]
+        _bump(self.by_service, task.service_id, sign)
         for p in task.template.ports:
             if p.published:
-                key = (p.protocol, p.published)
-                self.ports[key] += sign
-                if self.ports[key] <= 0:
-                    del self.ports[key]
+                _bump(self.ports, (p.protocol, p.published), sign)
 
     def copy(self) -> NodeUsage:
-        c = NodeUsage()
+        c = NodeUsage.__new__(NodeUsage)
         c.nano_cpus, c.memory_bytes, c.tasks = self.nano_cpus, self.memory_bytes, self.tasks
-        c.ports = Counter(self.ports)
-        c.by_service = Counter(self.by_service)
+        c.ports = dict(self.ports)
+        c.by_service = dict(self.by_service)
         return c
 
     def __repr__(self) -> str:
-        return f"NodeUsage(cpus={self.nano_cpus}, memory={self.memory_bytes}, tasks={self.tasks}, ports={dict(self.ports)})"
+        return f"NodeUsage(cpus={self.nano_cpus}, memory={self.memory_bytes}, tasks={self.tasks}, ports={self.ports})"
+
+
+def _bump(counts: dict[K, int], key: K, sign: int) -> None:
+    n = counts.get(key, 0) + sign
+    if n > 0:
+        counts[key] = n
+    else:
+        counts.pop(key, None)
 
 
 EMPTY = NodeUsage()  # for nodes without tasks; never mutated

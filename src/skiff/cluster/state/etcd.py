@@ -15,7 +15,7 @@ their plans to it.
 from __future__ import annotations
 
 import asyncio
-import base64
+import binascii
 import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
@@ -50,21 +50,22 @@ _OUT_OF_RANGE = 11
 
 
 def _b64(s: str | bytes) -> str:
-    return base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
+    return binascii.b2a_base64(s.encode() if isinstance(s, str) else s, newline=False).decode()
 
 
 def _unb64(s: str | None) -> bytes:
-    return base64.b64decode(s) if s else b""
+    return binascii.a2b_base64(s) if s else b""
 
 
 def _kv(d: dict[str, Any]) -> KeyValue:
+    get = d.get
     return KeyValue(
-        key=_unb64(d.get("key")).decode(),
-        value=_unb64(d.get("value")),
-        create_revision=int(d.get("create_revision", 0)),
-        mod_revision=int(d.get("mod_revision", 0)),
-        version=int(d.get("version", 0)),
-        lease=int(d.get("lease", 0)),
+        _unb64(get("key")).decode(),
+        _unb64(get("value")),
+        int(get("create_revision", 0)),
+        int(get("mod_revision", 0)),
+        int(get("version", 0)),
+        int(get("lease", 0)),
     )
 
 

@@ -17,6 +17,8 @@ from typing import Self
 from skiff.cluster.state.base import LeaseNotFound, WatchEvent
 
 MIN_TTL = 1  # seconds; etcd's minimum depends on its election timeout, ours is one second
+LAG_CHECK = 0.25  # the reaper wakes at least this often to notice a stalled event loop
+LAG_GRACE = 0.5  # a wake-up later than this moves every lease deadline by the delay
 WATCH_BATCH_REVISIONS = 1000  # revisions read per watch batch (a batch always ends on a whole revision)
 
 
@@ -33,6 +35,23 @@ class LeaseTable:
         self.clock = clock
         self._leases: dict[int, _LeaseEntry] = {}
         self.changed = asyncio.Event()
+        self._guard = clock is time.monotonic  # stall guard on real time only (tests fake the clock)
+        self._seen: float | None = None
+
+    def notice(self) -> None:
+        """Guard against our own stalls: the store lives in its clients' process, and while that
+        process's event loop was blocked, keepalives sat unread in its queue. Expiring leases
+        for our own stall would declare healthy nodes dead, so a gap since the table was last
+        looked at (by the reaper, at least every LAG_CHECK, or a keepalive) moves every deadline
+        by the stall first. Whoever runs first after the stall applies it, once."""
+        if not self._guard:
+            return
+        now = time.monotonic()
+        if self._seen is not None:
+            stall = now - self._seen - LAG_CHECK
+            if stall > LAG_GRACE:
+                self.extend(stall)
+        self._seen = now
 
     def __contains__(self, lease_id: int) -> bool:
         return lease_id in self._leases
@@ -47,6 +66,7 @@ class LeaseTable:
         return ttl
 
     def keepalive(self, lease_id: int) -> int:
+        self.notice()
         entry = self._leases.get(lease_id)
         if entry is None or entry.deadline <= self.clock():
             raise LeaseNotFound(f"lease {lease_id:x} not found")
@@ -58,7 +78,12 @@ class LeaseTable:
             raise LeaseNotFound(f"lease {lease_id:x} not found")
         self.changed.set()
 
+    def extend(self, seconds: float) -> None:
+        for entry in self._leases.values():
+            entry.deadline += seconds
+
     def due(self) -> list[int]:
+        self.notice()
         now = self.clock()
         return [i for i, e in self._leases.items() if e.deadline <= now]
 
@@ -90,8 +115,10 @@ class LeaseReaper:
             timeout = None if deadline is None else max(0.0, deadline - self.table.clock())
             # asyncio.wait, not wait_for: wait_for(timeout=0) can swallow our own cancellation
             waiter = asyncio.ensure_future(self.table.changed.wait())
-            try:
-                await asyncio.wait([waiter], timeout=timeout)
+            try:  # wake at least every LAG_CHECK: the stall guard needs a recent look
+                await asyncio.wait(
+                    [waiter], timeout=LAG_CHECK if timeout is None else min(timeout, LAG_CHECK)
+                )
             finally:
                 waiter.cancel()
 
