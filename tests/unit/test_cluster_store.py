@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from skiff.cluster.state import LeaseNotFound, Put, open_store
+from skiff.cluster.state import LeaseNotFound, Put, Store, open_store
 from skiff.cluster.state.memory import MemoryStore
+from skiff.cluster.state.remote import RemoteStore
 from skiff.cluster.state.sqlite import SQLiteStore
-from skiff.errors import InvalidArgument, Unavailable
+from skiff.errors import InvalidArgument, Unauthorized, Unavailable
 from tests.cluster_store_suite import StoreSuite
 
 
@@ -216,7 +217,9 @@ def test_a_stall_of_the_stores_own_process_expires_no_lease(kind: str, tmp_path:
     asyncio.run(main())
 
 
-def test_sqlite_watch_reads_old_revisions_from_the_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sqlite_watch_reads_old_revisions_from_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Recent events come from memory, older ones (and all after a reopen) from the log table:
     a watch from revision 1 sees the same history either way."""
     import skiff.cluster.state.sqlite as sqlite_mod
@@ -247,5 +250,106 @@ def test_sqlite_watch_reads_old_revisions_from_the_log(tmp_path: Path, monkeypat
             await reopened.close()
         assert len(live) == 31 and live[-1][:2] == ("delete", "/h/1")
         assert [v for _, k, _, v in live if k == "/h/0"] == list(range(1, 9))
+
+    asyncio.run(main())
+
+
+@contextlib.asynccontextmanager
+async def gateway_in_front(store: Store, token: str = "s3cret") -> AsyncIterator[str]:
+    """A store gateway on a loopback port serving ``store``; yields its address."""
+    from aiohttp import web
+
+    from skiff.cluster.gateway import StoreGateway, static_token
+
+    app = web.Application()
+    StoreGateway(lambda: store, static_token(token)).register(app)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+class TestRemoteStoreOverMemory(StoreSuite):
+    @contextlib.asynccontextmanager
+    async def open(self) -> AsyncIterator[RemoteStore]:
+        backing = MemoryStore()
+        async with gateway_in_front(backing) as addr:
+            store = RemoteStore([addr], "s3cret", max_txn_ops=backing.max_txn_ops)
+            try:
+                yield store
+            finally:
+                await store.close()
+        await backing.close()
+
+
+class TestRemoteStoreOverSQLite(StoreSuite):
+    @pytest.fixture(autouse=True)
+    def _dir(self, tmp_path: Path) -> None:
+        self.path = tmp_path / "cluster.db"
+
+    @contextlib.asynccontextmanager
+    async def open(self) -> AsyncIterator[RemoteStore]:
+        backing = SQLiteStore(self.path)
+        async with gateway_in_front(backing) as addr:
+            # a dead address first: every call fails over to the live one
+            store = RemoteStore(["127.0.0.1:1", addr], "s3cret", max_txn_ops=backing.max_txn_ops)
+            try:
+                yield store
+            finally:
+                await store.close()
+        await backing.close()
+
+
+def test_remote_store_refuses_a_wrong_token() -> None:
+    async def main() -> None:
+        backing = MemoryStore()
+        async with gateway_in_front(backing) as addr:
+            bad = RemoteStore([addr], "wrong")
+            try:
+                with pytest.raises(Unauthorized):
+                    await bad.put("/k", b"v")
+                with pytest.raises(Unauthorized):
+                    async with bad.watch("/k") as w:
+                        await asyncio.wait_for(anext(aiter(w)), 10)
+            finally:
+                await bad.close()
+            assert await backing.get("/k") is None
+        await backing.close()
+
+    asyncio.run(main())
+
+
+def test_remote_watch_resumes_on_another_gateway() -> None:
+    """Two gateways in front of one store (managers on one etcd): the watch's gateway goes
+    away, the watch continues on the other from where it was, missing nothing."""
+
+    async def main() -> None:
+        backing = MemoryStore()
+        async with contextlib.AsyncExitStack() as stack:
+            first = await stack.enter_async_context(gateway_in_front(backing))
+            second = await stack.enter_async_context(gateway_in_front(backing))
+            store = RemoteStore([first, second], "s3cret")
+            seen: list[str] = []
+            try:
+                async with store.watch("/w/", start_revision=1) as w:
+                    it = aiter(w)
+                    await backing.put("/w/a", b"1")
+                    seen += [e.kv.key for e in await asyncio.wait_for(anext(it), 10)]
+                    await stack.aclose()  # both gateways stop ...
+                    await backing.put("/w/b", b"2")
+                    async with gateway_in_front(backing) as third:
+                        store.set_addrs([third])  # ... and a new one is the manager now
+                        await backing.put("/w/c", b"3")
+                        while len(seen) < 3:
+                            seen += [e.kv.key for e in await asyncio.wait_for(anext(it), 15)]
+            finally:
+                await store.close()
+        assert seen == ["/w/a", "/w/b", "/w/c"]
+        await backing.close()
 
     asyncio.run(main())
