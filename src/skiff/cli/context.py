@@ -11,6 +11,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from skiff.client import Client, TLSSettings, connect, is_daemon_error, resolve_host
+from skiff.client.contexts import select_host
 from skiff.errors import InvalidArgument, SkiffError
 
 T = TypeVar("T")
@@ -29,14 +30,20 @@ class CliContext:
     """Global flags and the lazily created API client."""
 
     host_flag: str | None = None
+    context_flag: str | None = None
     debug: bool = False
     tls: TLSSettings | None = None
     _client: Client | None = field(default=None, repr=False)
 
     @property
+    def host(self) -> str:
+        """-H, else $SKIFF_HOST/$DOCKER_HOST, else --context/$SKIFF_CONTEXT, else the current context."""
+        return select_host(self.host_flag, self.context_flag)
+
+    @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = connect(resolve_host(self.host_flag), self.tls)
+            self._client = connect(resolve_host(self.host), self.tls)
         return self._client
 
 

@@ -18,6 +18,13 @@ USAGE_EXIT = 125
 
 @click.group(context_settings={"help_option_names": ["--help"]})
 @click.option("-H", "--host", "host", metavar="URL", help="Daemon socket to connect to (or $SKIFF_HOST)")
+@click.option(
+    "-c",
+    "--context",
+    "context_name",
+    metavar="NAME",
+    help="Context to use (or $SKIFF_CONTEXT; see skiff context)",
+)
 @click.option("-D", "--debug", is_flag=True, help="Enable debug mode (show tracebacks)")
 @click.option("--tls", is_flag=True, help="Use TLS; implied by --tlsverify")
 @click.option("--tlsverify", is_flag=True, help="Use TLS and verify the remote")
@@ -29,6 +36,7 @@ USAGE_EXIT = 125
 def cli(
     ctx: click.Context,
     host: str | None,
+    context_name: str | None,
     debug: bool,
     tls: bool,
     tlsverify: bool,
@@ -51,7 +59,7 @@ def cli(
             client_key=default(tlskey, "key.pem"),
             verify=tlsverify,
         )
-    ctx.obj = CliContext(host_flag=host, debug=debug, tls=settings)
+    ctx.obj = CliContext(host_flag=host, context_flag=context_name, debug=debug, tls=settings)
 
 
 def _register() -> None:
@@ -59,16 +67,21 @@ def _register() -> None:
     from skiff.cli import (
         archive,
         build,
+        cluster,
         compose,
         containers,
+        context_cmd,
         ctrfs,
         exec_logs,
         images,
+        lab_cmd,
         lifecycle,
         login,
         networks,
         query,
         registry,
+        service,
+        stack,
         stats,
         system,
         volumes,
@@ -90,6 +103,11 @@ def _register() -> None:
         registry,
         login,
         compose,
+        context_cmd,
+        lab_cmd,
+        cluster,
+        service,
+        stack,
     ):
         module.register(cli)
 
