@@ -2,7 +2,8 @@
 private test daemon over its unix socket. A service's replicas become running containers; a
 killed container fails its task and a replacement runs; an env change rolls the containers
 over; scaling to zero removes them; a stale labelled container made before the agent started
-is removed."""
+is removed. Health checks reach the task, logs come back split by stream, and a failed pull
+rejects the task."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from skiff.cluster import ops
 from skiff.cluster.agent import LABEL_NODE, LABEL_SERVICE_ID, LABEL_TASK, Agent, HttpEngine
 from skiff.cluster.model import (
     Node,
+    RestartCondition,
     RestartPolicy,
     ServiceSpec,
     Task,
@@ -28,6 +30,7 @@ from skiff.cluster.model import (
 )
 from skiff.cluster.orchestrator import Orchestrator
 from skiff.cluster.state.sqlite import SQLiteStore
+from skiff.types.container import HealthConfig
 from tests.cluster_support import all_tasks
 from tests.daemon_fixture import Daemon
 
@@ -170,3 +173,68 @@ def test_agent_runs_a_service_on_skiffd(daemon: Daemon, tmp_path: Path) -> None:
     finally:
         with contextlib.suppress(Exception):
             api.remove_container(stale, force=True)
+
+
+def test_agent_health_logs_and_rejected_pull(daemon: Daemon, tmp_path: Path) -> None:
+    node_id = "skiffagenttest" + secrets.token_hex(6)
+
+    async def main() -> None:
+        store = SQLiteStore(tmp_path / "store.db")
+        engine = HttpEngine(daemon.host)
+        agent = Agent(store, Node(id=node_id, hostname="", address="127.0.0.1:2377"), engine, ttl=3)
+        leader = Orchestrator(store)
+        stop = asyncio.Event()
+        loop: asyncio.Future[None] | None = None
+        try:
+            await agent.start()
+            await leader.start()
+            loop = asyncio.ensure_future(leader.run(stop))
+            checked = ServiceSpec(
+                name=f"hc{node_id[-6:]}",
+                template=TaskTemplate(
+                    image="busybox:latest",
+                    command=("sh", "-c", "echo hello-from-task; echo oops >&2; exec sleep 300"),
+                    healthcheck=HealthConfig(test=("CMD", "true"), interval=500_000_000),
+                    stop_grace_period=1,
+                ),
+            )
+            hc = await ops.create_service(store, checked, now=agent.clock())
+
+            async def up() -> bool:
+                return any(t.up for t in await all_tasks(store) if t.service_id == hc.id)
+
+            await until(up, "the health-checked task running and healthy")
+            [task] = [t for t in await all_tasks(store) if t.service_id == hc.id]
+            assert task.health == "healthy"
+            lines: list[tuple[str, bytes]] = []
+            async for line in engine.logs(task.container_id):
+                lines.append(line)
+            assert ("stdout", b"hello-from-task\n") in lines and ("stderr", b"oops\n") in lines
+
+            # nothing listens on port 9 of the loopback: the pull fails, the task is rejected
+            bad = ServiceSpec(
+                name=f"bad{node_id[-6:]}",
+                template=TaskTemplate(image="127.0.0.1:9/skiff-agent-test/nosuch:latest"),
+                restart=RestartPolicy(condition=RestartCondition.NONE),
+            )
+            svc = await ops.create_service(store, bad, now=agent.clock())
+
+            async def rejected() -> bool:
+                return any(
+                    t.state is TaskState.REJECTED for t in await all_tasks(store) if t.service_id == svc.id
+                )
+
+            await until(rejected, "the task of a missing image rejected")
+            [task] = [t for t in await all_tasks(store) if t.service_id == svc.id]
+            assert task.message.startswith("pulling image 127.0.0.1:9/skiff-agent-test/nosuch:latest failed")
+            assert task.error
+        finally:
+            stop.set()
+            if loop is not None:
+                await loop
+            await leader.stop()
+            await agent.stop(leave=True)  # removes this node's containers
+            await engine.close()
+            await store.close()
+
+    asyncio.run(main())

@@ -657,7 +657,7 @@ class Agent:
 
     async def _shut_down(self, task: Task) -> None:
         """Stop and remove the task's container; report ``shutdown`` unless it already ended."""
-        cid = self._containers.get(task.id)
+        cid = await self._container_id(task.id)
         if cid is not None:
             await self._stop(cid, task)
             with contextlib.suppress(NotFound):
@@ -671,15 +671,25 @@ class Agent:
             await self.engine.stop(cid, timeout=max(0, math.ceil(task.template.stop_grace_period)))
 
     async def _remove_container(self, task_id: str) -> None:
-        cid = self._containers.get(task_id)
+        cid = await self._container_id(task_id)
         if cid is None:
             return
         with contextlib.suppress(NotFound):
             await self.engine.remove(cid, force=True)
         self._forget_container(task_id, cid)
 
-    async def _inspect(self, task_id: str) -> dict[str, Any] | None:
+    async def _container_id(self, task_id: str) -> str | None:
+        """The task's container: known, or found by its label (one made while a resync was
+        listing the engine's containers is not in the map)."""
         cid = self._containers.get(task_id)
+        if cid is None:
+            cid = await self._find(task_id)
+            if cid is not None:
+                self._remember(task_id, cid)
+        return cid
+
+    async def _inspect(self, task_id: str) -> dict[str, Any] | None:
+        cid = await self._container_id(task_id)
         if cid is None:
             return None
         info = await self.engine.inspect(cid)

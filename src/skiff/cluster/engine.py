@@ -248,8 +248,13 @@ class HttpEngine:
             "tail": tail,
             "timestamps": "1" if timestamps else "0",
         }
+        info = await self.inspect(container_id)
+        if info is None:
+            raise errors.NotFound(f"No such container: {container_id}")
+        # API 1.41 calls both kinds raw-stream: a container without a TTY has framed logs
+        tty = bool((info.get("Config") or {}).get("Tty"))
         resp = await self._request("GET", f"/containers/{container_id}/logs", params=params)
-        framed = "multiplexed" in resp.headers.get("Content-Type", "")
+        framed = "multiplexed" in resp.headers.get("Content-Type", "") or not tty
         decoder = FrameDecoder()
         partial = {STDOUT: b"", STDERR: b""}
         names = {STDOUT: "stdout", STDERR: "stderr"}
