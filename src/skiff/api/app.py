@@ -183,7 +183,8 @@ def create_app(engine: Engine) -> web.Application:
     routes = Routes(app)
     for module in (system, containers, ctrfs, images, distribution, build, execs, networks, volumes):
         module.register(routes)
-    from skiff.api import swarm
+    from skiff.api import cluster, swarm
 
     swarm.register(routes)
+    cluster.register(routes)
     return app

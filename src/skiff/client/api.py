@@ -14,6 +14,7 @@ from typing import IO, Any, TypeVar
 
 import requests.exceptions
 
+from skiff.client.cluster import ClusterMixin
 from skiff.client.errors import mapped_errors, stream_error
 from skiff.client.streams import HijackedStream
 
@@ -60,7 +61,7 @@ class WaitHandle:
         return self._done.is_set()
 
 
-class Client:
+class Client(ClusterMixin):
     """A connection to one skiffd (or any Docker-compatible daemon)."""
 
     def __init__(self, api: Any, host: str) -> None:

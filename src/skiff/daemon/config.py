@@ -43,6 +43,8 @@ class DaemonConfig:
     # registries (host[:port] or CIDR; localhost and 127.0.0.0/8 always) may be plain HTTP.
     registry_mirrors: tuple[str, ...] = ()
     insecure_registries: tuple[str, ...] = ()
+    # Cluster: the name this node has in a cluster (default: the host name).
+    node_name: str = ""
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

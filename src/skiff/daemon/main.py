@@ -9,13 +9,17 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from skiff import __version__
 from skiff.daemon.config import DaemonConfig, load_config_file, merge
-from skiff.daemon.listen import plan_listeners, remove_unix_sockets, start_sites
+from skiff.daemon.listen import ListenPlan, UnixAddress, plan_listeners, remove_unix_sockets, start_sites
 from skiff.errors import SkiffError
+
+if TYPE_CHECKING:
+    from skiff.cluster.manager import ClusterRuntime
 
 log = logging.getLogger("skiffd")
 
@@ -63,6 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="HOST|CIDR",
         help="registry that may use plain HTTP or unverified TLS; repeatable (localhost is always)",
     )
+    p.add_argument("--node-name", help="this node's name in a cluster (default: the host name)")
     p.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="log level (default info)"
     )
@@ -102,6 +107,7 @@ def build_config(args: argparse.Namespace) -> DaemonConfig:
         "tlskey": args.tlskey,
         "registry-mirrors": args.registry_mirror,
         "insecure-registries": args.insecure_registry,
+        "node-name": args.node_name,
     }
     return merge(config, {k: v for k, v in flags.items() if v is not None})
 
@@ -121,6 +127,7 @@ class JsonishFormatter(logging.Formatter):
 
 async def serve(config: DaemonConfig) -> None:
     from skiff.api.app import create_app
+    from skiff.api.cluster import CLUSTER_KEY
     from skiff.engine.engine import Engine, EngineConfig
     from skiff.engine.networks import NetworkConfig
     from skiff.registry.client_endpoints import RegistryConfig
@@ -144,6 +151,8 @@ async def serve(config: DaemonConfig) -> None:
     )
     await engine.start()
     app = create_app(engine)
+    cluster = cluster_runtime(config, plan)
+    app[CLUSTER_KEY] = cluster
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     try:
@@ -157,12 +166,23 @@ async def serve(config: DaemonConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    await cluster.start()  # after the API is up: the node agent talks to it
     log.info("skiffd %s ready (root %s, runtime %s)", __version__, config.root, config.runtime)
     await stop.wait()
     log.info("shutting down; containers keep running under conmon")
+    await cluster.stop()
     await runner.cleanup()
     await engine.stop()
     remove_unix_sockets(plan)
+
+
+def cluster_runtime(config: DaemonConfig, plan: ListenPlan) -> ClusterRuntime:
+    """The cluster runtime; its agent reaches this daemon on its unix socket (else plain TCP)."""
+    from skiff.cluster.manager import ClusterRuntime
+
+    unix = [a for a in plan.addresses if isinstance(a, UnixAddress)]
+    engine_host = str(unix[0]) if unix else str(plan.addresses[0])
+    return ClusterRuntime(config.root, engine_host=engine_host, node_name=config.node_name or None)
 
 
 def main(argv: list[str] | None = None) -> int:
