@@ -23,8 +23,11 @@ Reports go through ``ops.report_task`` (compare-and-set on the task's revision, 
 One task is handled at a time (per-task serialisation); different tasks concurrently, at most
 ``concurrency`` at once. Nothing here blocks the event loop.
 
+The engine is reached through ``EngineClient`` (Engine API calls only, so any Docker-compatible
+daemon serves); ``skiff.client.aio.HttpEngine`` implements it over the daemon's socket.
 Containers are named ``<service>.<slot>.<task[:12]>`` (global services:
-``<service>.<node[:12]>.<task[:12]>``) and labelled with the task, service and node ids.
+``<service>.<node[:12]>.<task[:12]>``), labelled with the task, service and node ids, and get
+restart policy ``no``: the leader decides restarts.
 """
 
 from __future__ import annotations
@@ -34,12 +37,12 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
+from skiff.client.aio import HttpEngine
 from skiff.cluster import keys, ops
-from skiff.cluster.engine import EngineClient, HttpEngine
 from skiff.cluster.model import (
     InvalidTransition,
     Node,
@@ -77,6 +80,53 @@ LABEL_TASK_NAME = "com.skiff.cluster.task.name"
 EVENT_FILTERS = {"type": ["container"], "event": ["die", "oom", "health_status", "destroy"]}
 _ORDER = {s: i for i, s in enumerate(TaskState)}
 _BACKOFF_MAX = 10.0
+
+
+class EngineClient(Protocol):
+    """The engine calls a node agent makes. Containers and images are the Engine API's JSON
+    objects, as dicts. ``skiff.client.aio.HttpEngine`` implements it over HTTP."""
+
+    async def info(self) -> dict[str, Any]:
+        """``GET /info`` (NCPU, MemTotal, Name, ...)."""
+        ...
+
+    async def image_exists(self, ref: str) -> bool: ...
+
+    async def pull(self, ref: str) -> None:
+        """Pull ``ref``, consuming the progress stream; an error line raises."""
+        ...
+
+    async def create(self, name: str, config: dict[str, Any]) -> str:
+        """Create a container from an Engine API create body; returns its id."""
+        ...
+
+    async def start(self, container_id: str) -> None: ...
+
+    async def stop(self, container_id: str, *, timeout: int) -> None: ...
+
+    async def remove(self, container_id: str, *, force: bool = True) -> None: ...
+
+    async def list_containers(self, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Every container (running or not) carrying all of ``labels``."""
+        ...
+
+    async def inspect(self, container_id: str) -> dict[str, Any] | None:
+        """The container's inspect JSON; None when there is no such container."""
+        ...
+
+    def events(
+        self, filters: Mapping[str, list[str]], *, since: float | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The engine's event stream (until the connection ends)."""
+        ...
+
+    def logs(
+        self, container_id: str, *, follow: bool = False, tail: str = "all", timestamps: bool = False
+    ) -> AsyncIterator[tuple[str, bytes]]:
+        """``(stream, line)`` pairs: stream is ``stdout`` or ``stderr``; lines keep their newline."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 def container_name(task: Task) -> str:

@@ -1,9 +1,10 @@
-"""The node agent's view of its local engine: a small async client of the Docker Engine API.
+"""A small asyncio client of the Docker Engine API (aiohttp), for code that runs inside an
+event loop: the cluster's node agent drives its local skiffd with it.
 
-``EngineClient`` is what the agent needs from the engine that runs its tasks (images,
-containers, events, logs); ``HttpEngine`` implements it over HTTP, on skiffd's unix socket
-(``unix:///run/skiff/skiff.sock`` or a bare path) or on TCP (``tcp://host:port``). Any Docker
-Engine API server does: the agent never calls skiff-only endpoints. Errors come back as
+``HttpEngine`` covers what the agent needs (images, containers, events, logs; the
+``skiff.cluster.agent.EngineClient`` protocol), over a unix socket
+(``unix:///run/skiff/skiff.sock`` or a bare path) or TCP (``tcp://host:port``). Any Docker
+Engine API server does: it never calls skiff-only endpoints. Errors come back as
 ``skiff.errors`` by HTTP status, with the daemon's own message.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -30,53 +31,6 @@ _BY_STATUS: dict[int, type[errors.SkiffError]] = {
 }
 
 
-class EngineClient(Protocol):
-    """The engine calls a node agent makes (see module doc). Containers and images are the
-    Engine API's JSON objects, as dicts."""
-
-    async def info(self) -> dict[str, Any]:
-        """``GET /info`` (NCPU, MemTotal, Name, ...)."""
-        ...
-
-    async def image_exists(self, ref: str) -> bool: ...
-
-    async def pull(self, ref: str) -> None:
-        """Pull ``ref``, consuming the progress stream; an error line raises."""
-        ...
-
-    async def create(self, name: str, config: dict[str, Any]) -> str:
-        """Create a container from an Engine API create body; returns its id."""
-        ...
-
-    async def start(self, container_id: str) -> None: ...
-
-    async def stop(self, container_id: str, *, timeout: int) -> None: ...
-
-    async def remove(self, container_id: str, *, force: bool = True) -> None: ...
-
-    async def list_containers(self, labels: Mapping[str, str]) -> list[dict[str, Any]]:
-        """Every container (running or not) carrying all of ``labels``."""
-        ...
-
-    async def inspect(self, container_id: str) -> dict[str, Any] | None:
-        """The container's inspect JSON; None when there is no such container."""
-        ...
-
-    def events(
-        self, filters: Mapping[str, list[str]], *, since: float | None = None
-    ) -> AsyncIterator[dict[str, Any]]:
-        """The engine's event stream (until the connection ends)."""
-        ...
-
-    def logs(
-        self, container_id: str, *, follow: bool = False, tail: str = "all", timestamps: bool = False
-    ) -> AsyncIterator[tuple[str, bytes]]:
-        """``(stream, line)`` pairs: stream is ``stdout`` or ``stderr``; lines keep their newline."""
-        ...
-
-    async def close(self) -> None: ...
-
-
 def _base(host: str) -> tuple[str, str | None]:
     """The URL prefix for ``host`` and the unix socket path (None for TCP)."""
     if host.startswith("unix://"):
@@ -91,10 +45,11 @@ def _base(host: str) -> tuple[str, str | None]:
 
 
 class HttpEngine:
-    """``EngineClient`` over the Engine API at ``host`` (see module doc)."""
+    """The Engine API at ``host``, asynchronously (see module doc)."""
 
-    def __init__(self, host: str, *, connect_timeout: float = 10.0) -> None:
+    def __init__(self, host: str, *, connect_timeout: float = 10.0, request_timeout: float = 120.0) -> None:
         self.host = host
+        self.request_timeout = request_timeout
         self._url, self._socket = _base(host)
         self._connect_timeout = connect_timeout
         self._session: aiohttp.ClientSession | None = None
@@ -125,15 +80,25 @@ class HttpEngine:
         params: Mapping[str, str] | None = None,
         body: Any = None,
         allow: tuple[int, ...] = (),
+        timeout: float | None = None,
     ) -> aiohttp.ClientResponse:
-        """A response with a success status (or one in ``allow``); the caller releases it."""
-        kwargs: dict[str, Any] = {"params": dict(params or {})}
+        """A response with a success status (or one in ``allow``); the caller releases it.
+        ``timeout`` bounds the whole request (default ``request_timeout``; streams pass 0: none)."""
+        limit = self.request_timeout if timeout is None else timeout
+        kwargs: dict[str, Any] = {
+            "params": dict(params or {}),
+            "timeout": aiohttp.ClientTimeout(total=limit or None, connect=self._connect_timeout),
+        }
         if body is not None:
             kwargs["json"] = body
         try:
             resp = await self._client().request(method, self._url + path, **kwargs)
         except aiohttp.ClientError as exc:
             raise errors.Unavailable(f"cannot reach the engine at {self.host}: {exc}") from exc
+        except TimeoutError as exc:
+            raise errors.Unavailable(
+                f"the engine at {self.host} did not answer {method} {path} in time"
+            ) from exc
         if resp.status < 300 or resp.status in allow:
             return resp
         try:
@@ -177,7 +142,7 @@ class HttpEngine:
         return True
 
     async def pull(self, ref: str) -> None:
-        resp = await self._request("POST", "/images/create", params={"fromImage": ref})
+        resp = await self._request("POST", "/images/create", params={"fromImage": ref}, timeout=0)
         try:
             async for raw in resp.content:
                 line = raw.strip()
@@ -202,7 +167,11 @@ class HttpEngine:
 
     async def stop(self, container_id: str, *, timeout: int) -> None:
         await self._discard(
-            "POST", f"/containers/{container_id}/stop", params={"t": str(timeout)}, allow=(304,)
+            "POST",
+            f"/containers/{container_id}/stop",
+            params={"t": str(timeout)},
+            allow=(304,),
+            timeout=timeout + self.request_timeout,
         )
 
     async def remove(self, container_id: str, *, force: bool = True) -> None:
@@ -229,7 +198,7 @@ class HttpEngine:
         params = {"filters": json.dumps(dict(filters))}
         if since is not None:
             params["since"] = f"{since:.9f}"
-        resp = await self._request("GET", "/events", params=params)
+        resp = await self._request("GET", "/events", params=params, timeout=0)
         try:
             async for raw in resp.content:
                 line = raw.strip()
@@ -253,7 +222,9 @@ class HttpEngine:
             raise errors.NotFound(f"No such container: {container_id}")
         # API 1.41 calls both kinds raw-stream: a container without a TTY has framed logs
         tty = bool((info.get("Config") or {}).get("Tty"))
-        resp = await self._request("GET", f"/containers/{container_id}/logs", params=params)
+        resp = await self._request(
+            "GET", f"/containers/{container_id}/logs", params=params, timeout=0 if follow else None
+        )
         framed = "multiplexed" in resp.headers.get("Content-Type", "") or not tty
         decoder = FrameDecoder()
         partial = {STDOUT: b"", STDERR: b""}
