@@ -79,8 +79,7 @@ from skiff.errors import (
 from skiff.types.codec import from_plain, to_plain
 
 if TYPE_CHECKING:
-    from skiff.cluster.agent import Agent
-    from skiff.cluster.engine import EngineClient
+    from skiff.cluster.agent import Agent, EngineClient
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +247,7 @@ class ClusterRuntime:
         """A client of this node's engine (the caller closes it)."""
         if self.engine_factory is not None:
             return self.engine_factory(self.engine_host)
-        from skiff.cluster.engine import HttpEngine
+        from skiff.client.aio import HttpEngine
 
         return HttpEngine(self.engine_host)
 
