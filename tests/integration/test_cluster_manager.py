@@ -1,0 +1,125 @@
+"""Two private skiffd on the host's loopback, each with its own cluster port: ``cluster init`` on
+one, ``cluster join`` on the other (worker), a service of 2 busybox replicas runs one task on
+each node (containers present in each daemon), its logs come from both, scale to 0 removes the
+containers, rm removes the service, and both nodes leave."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from skiff.client import Client, connect
+from skiff.cluster.model import ServiceSpec, TaskTemplate
+from skiff.types.codec import to_plain
+from tests.daemon_fixture import Daemon, bootstrap_busybox, running_daemon
+
+TIMEOUT = 90.0
+SERVICE_LABEL = "com.skiff.cluster.service.name"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def until(check: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {timeout:.0f} s: {what}")
+        time.sleep(0.2)  # polling cadence, not an assertion on timing
+
+
+@pytest.fixture
+def two_daemons() -> Iterator[tuple[Daemon, Daemon]]:
+    with (
+        running_daemon(["--node-name", "skmgr1"]) as one,
+        running_daemon(["--node-name", "skwrk2"]) as two,
+    ):
+        bootstrap_busybox(one)
+        bootstrap_busybox(two)
+        try:
+            yield one, two
+        finally:
+            for d in (two, one):  # leave before the daemons go (their fixture removes containers)
+                with contextlib.suppress(Exception):
+                    connect(d.host).cluster_leave(force=True)
+
+
+def containers_of(d: Daemon, service: str) -> list[dict[str, Any]]:
+    return list(d.client().containers(all=True, filters={"label": f"{SERVICE_LABEL}={service}"}))
+
+
+def test_init_join_service_on_both_nodes(two_daemons: tuple[Daemon, Daemon]) -> None:
+    one, two = two_daemons
+    mgr: Client = connect(one.host)
+    wrk: Client = connect(two.host)
+    p1, p2 = free_port(), free_port()
+
+    out = mgr.cluster_init(listen_addr=f"127.0.0.1:{p1}")
+    assert set(out) == {"ClusterID", "NodeID", "JoinTokens"}
+    joined = wrk.cluster_join([f"127.0.0.1:{p1}"], out["JoinTokens"]["Worker"], listen_addr=f"127.0.0.1:{p2}")
+    assert joined["Role"] == "worker"
+    assert mgr.cluster_join_token("worker") == out["JoinTokens"]["Worker"]
+    info = wrk.cluster_inspect()
+    assert info["ClusterID"] == out["ClusterID"] and info["Role"] == "worker"
+
+    def nodes_ready() -> bool:
+        nodes = mgr.nodes()
+        return sorted(n["hostname"] for n in nodes if n["Status"] == "ready") == ["skmgr1", "skwrk2"]
+
+    until(nodes_ready, "both nodes ready")
+    by_name = {n["hostname"]: n for n in mgr.nodes()}
+    assert by_name["skwrk2"]["resources"]["nano_cpus"] > 0
+    until(lambda: mgr.cluster_inspect()["Leader"] == out["NodeID"], "the manager leads")
+
+    name = "skmt" + out["ClusterID"][:6]
+    spec = ServiceSpec(
+        name=name,
+        template=TaskTemplate(
+            image="busybox:latest",
+            command=("sh", "-c", "echo hello from $HOSTNAME; exec sleep 300"),
+            stop_grace_period=1,
+        ),
+        replicas=2,
+    )
+    sid = mgr.service_create(to_plain(spec))["ID"]
+
+    def running_on_both() -> bool:
+        live = [t for t in mgr.tasks(service=name) if t["state"] == "running"]
+        return sorted(t["NodeHostname"] for t in live) == ["skmgr1", "skwrk2"]
+
+    until(running_on_both, "a running task on each node")
+    for d in (one, two):
+        (c,) = containers_of(d, name)
+        assert c["State"] == "running" and c["Labels"]["com.skiff.cluster.service.id"] == sid
+    service = mgr.service_inspect(name)
+    assert (service["Running"], service["Desired"]) == (2, 2)
+
+    logs: list[tuple[str, bytes]] = []
+
+    def logs_from_both() -> bool:
+        logs[:] = list(mgr.service_logs(name))
+        return sorted(label.rsplit("@", 1)[1] for label, _ in logs) == ["skmgr1", "skwrk2"]
+
+    until(logs_from_both, "a log line from each task")
+    assert all(line.startswith(b"hello from ") and label.startswith(f"{name}.") for label, line in logs)
+
+    mgr.service_update(name, to_plain(spec) | {"replicas": 0})
+    until(lambda: not containers_of(one, name) and not containers_of(two, name), "containers removed")
+    assert mgr.service_inspect(name)["Running"] == 0
+    mgr.service_rm(name)
+    assert all(s["spec"]["name"] != name for s in mgr.services())
+
+    wrk.cluster_leave()
+    until(lambda: mgr.node_inspect("skwrk2")["Status"] == "down", "the worker is down after leaving")
+    mgr.node_rm("skwrk2")
+    mgr.cluster_leave(force=True)
+    assert (one.root / "cluster" / "state.json").exists() is False
