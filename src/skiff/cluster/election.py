@@ -150,7 +150,7 @@ class Election:
                     self._lose("the lease expired")
                     return
                 except (SkiffError, OSError, TimeoutError) as e:
-                    log.warning("election: %s: keepalive failed: %s", self.candidate, e)
+                    log.warning("election: %s: keepalive failed: %r", self.candidate, e)
                     await asyncio.sleep(min(RETRY_DELAY, max(0.0, self._valid_until - time.monotonic())))
                     continue
                 self._valid_until = sent + granted

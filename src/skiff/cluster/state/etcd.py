@@ -47,6 +47,9 @@ RANGE_PAGE = 2000  # keys per range request; pages are read at one pinned revisi
 _INVALID_ARGUMENT = 3
 _NOT_FOUND = 5
 _OUT_OF_RANGE = 11
+_UNAVAILABLE = 14  # "leader changed", "no leader", "request timed out": the cluster is electing
+RETRY_ROUNDS = 20  # rounds over every endpoint while the members elect a leader
+RETRY_DELAY = 0.1  # seconds between rounds (an election takes a few election timeouts)
 
 
 def _b64(s: str | bytes) -> str:
@@ -125,26 +128,41 @@ class EtcdStore:
         return self._session
 
     async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST ``body`` to the first endpoint that answers; the first JSON object it returns."""
-        last: Exception | None = None
-        for attempt in range(len(self.endpoints)):
-            endpoint = self.endpoints[(self._next + attempt) % len(self.endpoints)]
-            try:
-                async with self._http().post(
-                    endpoint + path, json=body, timeout=aiohttp.ClientTimeout(total=self.timeout)
-                ) as resp:
-                    text = (
-                        await resp.content.readuntil(b"\n")
-                        if path.startswith("/v3/lease/keepalive")
-                        else None
-                    )
-                    answer: dict[str, Any] = json.loads(text if text is not None else await resp.read())
-            except (aiohttp.ClientError, TimeoutError, ConnectionError) as e:
-                last = e
-                continue
-            self._next = (self._next + attempt) % len(self.endpoints)
-            _raise_for(answer)
-            return answer
+        """POST ``body`` to the first endpoint that answers; the first JSON object it returns.
+
+        An endpoint that cannot be reached, or that answers "unavailable" (the members are
+        electing a leader, or it lost the quorum), is skipped for the next one; after a round
+        over every endpoint the store waits briefly and goes round again, for as long as an
+        election takes. A retried write may have been applied already: puts and deletes are
+        idempotent, and a transaction's compares then fail (the caller re-reads).
+        """
+        last: Exception | str | None = None
+        for round_ in range(RETRY_ROUNDS):
+            if round_:
+                await asyncio.sleep(RETRY_DELAY * min(round_, 5))
+            for attempt in range(len(self.endpoints)):
+                endpoint = self.endpoints[(self._next + attempt) % len(self.endpoints)]
+                try:
+                    async with self._http().post(
+                        endpoint + path, json=body, timeout=aiohttp.ClientTimeout(total=self.timeout)
+                    ) as resp:
+                        text = (
+                            await resp.content.readuntil(b"\n")
+                            if path.startswith("/v3/lease/keepalive")
+                            else None
+                        )
+                        answer: dict[str, Any] = json.loads(text if text is not None else await resp.read())
+                except (aiohttp.ClientError, TimeoutError, ConnectionError) as e:
+                    last = e
+                    continue
+                if int(answer.get("code", 0) or (answer.get("result") or {}).get("code", 0)) == _UNAVAILABLE:
+                    last = answer.get("message") or answer.get("error") or "unavailable"
+                    continue
+                self._next = (self._next + attempt) % len(self.endpoints)
+                _raise_for(answer)
+                return answer
+            if not isinstance(last, str) and round_ >= 1:
+                break  # nothing reachable at all: do not wait out an election that is not one
         raise Unavailable(f"no etcd endpoint answered ({', '.join(self.endpoints)}): {last}")
 
     # --- reads
