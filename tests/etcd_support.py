@@ -1,5 +1,6 @@
-"""A real etcd (Debian's ``etcd-server``) for tests and benchmarks: one member on loopback
-ports with its data in a temp dir, stopped by pid and removed at the end.
+"""A real etcd (Debian's ``etcd-server``) for tests and benchmarks: one member (``running_etcd``)
+or a three-member cluster (``running_etcd_cluster``) on loopback ports with data in temp dirs,
+stopped by pid and removed at the end.
 
 Readiness is etcd's own "ready to serve client requests" line (no polling). Fast elections
 (10 ms heartbeat, 100 ms election timeout) bring etcd's minimum lease TTL down to 1 s.
@@ -79,6 +80,109 @@ def running_etcd(*, quota_bytes: int = 4 << 30) -> Iterator[Etcd]:
         assert proc.stderr is not None
         proc.stderr.close()
         shutil.rmtree(data, ignore_errors=True)
+
+
+@dataclass
+class EtcdMember:
+    name: str
+    endpoint: str  # http://127.0.0.1:PORT (client)
+    peer: str  # http://127.0.0.1:PORT
+    data_dir: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@dataclass
+class EtcdCluster:
+    members: list[EtcdMember]
+    root: Path
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.endpoint for m in self.members]
+
+    def kill(self, index: int) -> None:
+        """SIGKILL one member (by its pid), as a crashed host."""
+        member = self.members[index]
+        if member.alive:
+            assert member.proc is not None
+            os.kill(member.proc.pid, signal.SIGKILL)
+            member.proc.wait()
+            _close(member)
+
+
+@contextlib.contextmanager
+def running_etcd_cluster(size: int = 3, *, quota_bytes: int = 2 << 30) -> Iterator[EtcdCluster]:
+    """``size`` etcd members forming one cluster; every process and data dir is gone when the
+    block ends (even when a member failed to start)."""
+    root = Path(tempfile.mkdtemp(prefix="skiff-test-etcd3-"))
+    members = [
+        EtcdMember(
+            f"skiff-test-{i}",
+            f"http://127.0.0.1:{_free_port()}",
+            f"http://127.0.0.1:{_free_port()}",
+            root / f"m{i}",
+        )
+        for i in range(size)
+    ]
+    initial = ",".join(f"{m.name}={m.peer}" for m in members)
+    try:
+        for m in members:
+            args = [
+                ETCD,
+                f"--name={m.name}",
+                f"--data-dir={m.data_dir}",
+                f"--listen-client-urls={m.endpoint}",
+                f"--advertise-client-urls={m.endpoint}",
+                f"--listen-peer-urls={m.peer}",
+                f"--initial-advertise-peer-urls={m.peer}",
+                f"--initial-cluster={initial}",
+                "--initial-cluster-state=new",
+                "--initial-cluster-token=skiff-test",
+                # a 3-member cluster on two shared cores: elections a little slower than the
+                # single member's, so a busy test process does not make the members flap
+                "--heartbeat-interval=50",
+                "--election-timeout=500",
+                f"--max-txn-ops={MAX_TXN_OPS}",
+                "--max-request-bytes=33554432",
+                f"--quota-backend-bytes={quota_bytes}",
+                "--log-outputs=stderr",
+            ]
+            m.proc = subprocess.Popen(
+                args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+            )
+        for m in members:  # members are ready once a quorum formed
+            assert m.proc is not None
+            _await_ready(m.proc, timeout=30)
+        yield EtcdCluster(members, root)
+    finally:
+        for m in members:
+            if m.alive:
+                assert m.proc is not None
+                os.kill(m.proc.pid, signal.SIGTERM)
+        for m in members:
+            if m.proc is not None and m.proc.returncode is None:
+                try:
+                    m.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.kill(m.proc.pid, signal.SIGKILL)
+                    m.proc.wait()
+            _close(m)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _close(member: EtcdMember) -> None:
+    if member.proc is not None and member.proc.stderr is not None and not member.proc.stderr.closed:
+        with contextlib.suppress(OSError):
+            member.proc.stderr.close()
 
 
 def _await_ready(proc: subprocess.Popen[bytes], timeout: float) -> None:
