@@ -61,7 +61,10 @@ class FakeEngine:
         self.removed: list[str] = []
         self.exit_on_start: dict[str, int] = {}  # image -> exit code right after start
         self.fail_start: set[str] = set()  # images whose start fails
-        self._subscribers: list[asyncio.Queue[dict[str, Any]]] = []
+        self.create_delay = 0.0  # seconds each create takes
+        self.inflight = 0  # creates in progress now
+        self.max_inflight = 0  # most creates ever in progress at once
+        self._subscribers: list[asyncio.Queue[dict[str, Any] | None]] = []
         self._ids = itertools.count(1)
 
     # EngineClient
@@ -79,6 +82,13 @@ class FakeEngine:
         self.images.add(ref)
 
     async def create(self, name: str, config: dict[str, Any]) -> str:
+        self.inflight += 1
+        self.max_inflight = max(self.max_inflight, self.inflight)
+        try:
+            if self.create_delay:
+                await asyncio.sleep(self.create_delay)
+        finally:
+            self.inflight -= 1
         if any(c["Name"] == "/" + name for c in self.containers.values()):
             raise Conflict(f'Conflict. The container name "/{name}" is already in use')
         if config["Image"] not in self.images:
@@ -135,11 +145,11 @@ class FakeEngine:
     async def events(
         self, filters: Mapping[str, list[str]], *, since: float | None = None
     ) -> AsyncIterator[dict[str, Any]]:
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._subscribers.append(queue)
         try:
-            while True:
-                yield await queue.get()
+            while (event := await queue.get()) is not None:
+                yield event
         finally:
             self._subscribers.remove(queue)
 
@@ -165,11 +175,18 @@ class FakeEngine:
         for q in self._subscribers:
             q.put_nowait(event)
 
-    def exit(self, cid: str, code: int) -> None:
-        """The container's process ends with ``code`` (a ``die`` event)."""
+    def exit(self, cid: str, code: int, *, event: bool = True) -> None:
+        """The container's process ends with ``code`` (a ``die`` event, unless ``event`` is false:
+        an event the agent missed)."""
         c = self._get(cid)
         c["State"].update(Status="exited", ExitCode=code)
-        self._emit(cid, "die")
+        if event:
+            self._emit(cid, "die")
+
+    def break_events(self) -> None:
+        """End every event stream (the daemon restarted, the connection broke)."""
+        for q in self._subscribers:
+            q.put_nowait(None)
 
     def set_health(self, cid: str, status: str) -> None:
         self._get(cid)["State"]["Health"] = {"Status": status}
@@ -651,5 +668,37 @@ def test_leader_and_agent_run_a_service() -> None:
                 stop.set()
                 await loop
                 await leader.stop()
+
+    run(main)
+
+
+def test_missed_event_found_after_the_event_stream_breaks() -> None:
+    async def main() -> None:
+        async with running_agent() as (store, engine, _):
+            t = await put_assigned(store)
+            await wait_state(store, t.id, TaskState.RUNNING)
+            [c] = engine.running()
+            engine.exit(c["Id"], 4, event=False)  # died while the stream was down
+            engine.break_events()
+            ended = await wait_state(store, t.id, TaskState.FAILED)
+            assert ended.exit_code == 4
+
+    run(main)
+
+
+def test_concurrency_is_bounded_and_every_task_runs() -> None:
+    async def main() -> None:
+        engine = FakeEngine()
+        engine.create_delay = 0.05
+        async with running_agent(engine, concurrency=2) as (store, _, _agent):
+            tasks = [await put_assigned(store, slot=i) for i in range(1, 7)]
+
+            async def all_running() -> bool:
+                got = [await get_task(store, t.id) for t in tasks]
+                return all(g is not None and g.state is TaskState.RUNNING for g in got)
+
+            await until(store, all_running)
+            assert engine.max_inflight == 2  # two at a time, never more
+            assert len(engine.running()) == 6
 
     run(main)
