@@ -17,6 +17,7 @@ from skiff.client import Client, connect
 from skiff.cluster.model import ServiceSpec, TaskTemplate
 from skiff.types.codec import to_plain
 from tests.daemon_fixture import Daemon, bootstrap_busybox, running_daemon
+from tests.etcd_support import MAX_TXN_OPS, etcd_available, running_etcd
 
 TIMEOUT = 90.0
 SERVICE_LABEL = "com.skiff.cluster.service.name"
@@ -123,3 +124,46 @@ def test_init_join_service_on_both_nodes(two_daemons: tuple[Daemon, Daemon]) -> 
     mgr.node_rm("skwrk2")
     mgr.cluster_leave(force=True)
     assert (one.root / "cluster" / "state.json").exists() is False
+
+
+def test_promoted_manager_on_etcd_takes_over(two_daemons: tuple[Daemon, Daemon]) -> None:
+    """A cluster on etcd: the worker is promoted (it opens etcd and campaigns), the first manager
+    stops, the promoted one leads and runs a new service."""
+    if not etcd_available():
+        pytest.skip("etcd is not installed (Debian package etcd-server; make deps)")
+    one, two = two_daemons
+    mgr: Client = connect(one.host)
+    wrk: Client = connect(two.host)
+    p1, p2 = free_port(), free_port()
+    with running_etcd() as etcd:
+        url = f"etcd://{etcd.endpoint.removeprefix('http://')}?max-txn-ops={MAX_TXN_OPS}"
+        out = mgr.cluster_init(listen_addr=f"127.0.0.1:{p1}", store=url)
+        assert mgr.cluster_inspect()["Store"] == url
+        wrk.cluster_join([f"127.0.0.1:{p1}"], out["JoinTokens"]["Worker"], listen_addr=f"127.0.0.1:{p2}")
+        until(lambda: mgr.node_inspect("skwrk2")["Status"] == "ready", "the worker is ready")
+
+        mgr.node_update("skwrk2", role="manager")
+        until(lambda: wrk.cluster_inspect()["Role"] == "manager", "the promoted node runs as a manager")
+        assert sorted(wrk.cluster_inspect()["Managers"]) == sorted([f"127.0.0.1:{p1}", f"127.0.0.1:{p2}"])
+        assert wrk.cluster_join_token("worker") == out["JoinTokens"]["Worker"]
+        assert mgr.node_inspect("skwrk2")["ManagerStatus"]["Reachability"] == "reachable"
+        until(lambda: mgr.cluster_inspect()["Leader"] == out["NodeID"], "the first manager leads")
+
+        one.stop()  # SIGTERM: the leader resigns on its way out
+        promoted = wrk.cluster_inspect()["NodeID"]
+        until(lambda: wrk.cluster_inspect()["Leader"] == promoted, "the promoted manager leads", 30)
+
+        name = "skha" + out["ClusterID"][:6]
+        spec = ServiceSpec(
+            name=name,
+            template=TaskTemplate(image="busybox:latest", command=("sleep", "300"), stop_grace_period=1),
+            replicas=1,
+        )
+        spec_plain = to_plain(spec)
+        spec_plain["template"]["placement"]["constraints"] = ["node.hostname==skwrk2"]
+        wrk.service_create(spec_plain)
+        until(lambda: wrk.service_inspect(name)["Running"] == 1, "the new service runs")
+        assert [c["State"] for c in containers_of(two, name)] == ["running"]
+        wrk.service_rm(name)
+        until(lambda: not containers_of(two, name), "its container is removed")
+        wrk.cluster_leave(force=True)
