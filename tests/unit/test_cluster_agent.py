@@ -41,7 +41,7 @@ from skiff.cluster.model import (
 )
 from skiff.cluster.orchestrator import Orchestrator
 from skiff.cluster.state.memory import MemoryStore
-from skiff.errors import Conflict, NotFound
+from skiff.errors import Conflict, NotFound, Unavailable
 from skiff.types.container import HealthConfig
 from tests.cluster_support import all_tasks, service, template
 
@@ -263,8 +263,8 @@ async def states_of(store: MemoryStore, task_id: str) -> list[TaskState]:
 
 @contextlib.asynccontextmanager
 async def running_agent(
-    engine: FakeEngine | None = None, store: MemoryStore | None = None, **kw: Any
-) -> AsyncIterator[tuple[MemoryStore, FakeEngine, Agent]]:
+    engine: FakeEngine | None = None, store: Any = None, **kw: Any
+) -> AsyncIterator[tuple[Any, FakeEngine, Agent]]:
     store = store or MemoryStore()
     engine = engine or FakeEngine()
     agent = Agent(store, kw.pop("the_node", node()), engine, **{"ttl": 1, **kw})
@@ -700,5 +700,125 @@ def test_concurrency_is_bounded_and_every_task_runs() -> None:
             await until(store, all_running)
             assert engine.max_inflight == 2  # two at a time, never more
             assert len(engine.running()) == 6
+
+    run(main)
+
+
+class Partitionable:
+    """A store its client can be cut off from: while ``cut``, every call fails (and a watch
+    breaks at its next batch), as a RemoteStore's calls fail across a network partition."""
+
+    def __init__(self, inner: MemoryStore) -> None:
+        self.inner = inner
+        self.max_txn_ops = inner.max_txn_ops
+        self.cut = False
+
+    def _check(self) -> None:
+        if self.cut:
+            raise Unavailable("cluster store unreachable (partitioned)")
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if name in ("close", "expire_due"):
+            return attr
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            self._check()
+            return await attr(*args, **kwargs)
+
+        return call
+
+    def watch(self, prefix: str, *, start_revision: int = 0) -> _CutWatch:
+        return _CutWatch(self, self.inner.watch(prefix, start_revision=start_revision))
+
+
+class _CutWatch:
+    def __init__(self, store: Partitionable, inner: Any) -> None:
+        self.store = store
+        self.inner = inner
+
+    async def __aenter__(self) -> _CutWatch:
+        self.store._check()
+        await self.inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.inner.__aexit__(*exc)
+
+    def __aiter__(self) -> _CutWatch:
+        return self
+
+    async def __anext__(self) -> list[Any]:
+        self.store._check()
+        events = await anext(self.inner)
+        self.store._check()
+        return list(events)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def test_partition_longer_than_the_lease() -> None:
+    """Cut off for longer than its TTL, the node is declared down and its task orphaned; once the
+    partition heals the agent registers again, removes the orphan's container and runs the
+    replacement the leader places on it."""
+
+    async def main() -> None:
+        raw = MemoryStore()
+        cut = Partitionable(raw)
+        async with running_agent(store=cut) as (_, engine, agent):
+            leader = Orchestrator(raw)
+            await leader.start()
+            stop = asyncio.Event()
+            loop = asyncio.ensure_future(leader.run(stop))
+            try:
+                spec = ServiceSpec(
+                    name="web", template=template(), replicas=1, restart=RestartPolicy(delay=0)
+                )
+                web = await ops.create_service(raw, spec, now=1.0)
+
+                async def one_running() -> list[Task]:
+                    return [
+                        t
+                        for t in await all_tasks(raw)
+                        if t.service_id == web.id
+                        and t.state is TaskState.RUNNING
+                        and t.desired_state is TaskState.RUNNING
+                    ]
+
+                async def running_once() -> bool:
+                    return len(await one_running()) == 1
+
+                await until(raw, running_once)
+                [first] = await one_running()
+                cut.cut = True
+
+                async def orphaned() -> bool:
+                    t = await get_task(raw, first.id)
+                    kv = await raw.get(keys.node(NODE))
+                    down = kv is not None and from_json(Node, kv.value).status is NodeStatus.DOWN
+                    return down and t is not None and t.state is TaskState.ORPHANED
+
+                await until(raw, orphaned)
+                assert first.container_id in engine.containers  # still there: the agent was cut off
+                cut.cut = False
+
+                async def healed() -> bool:
+                    run = await one_running()
+                    return (
+                        len(run) == 1
+                        and run[0].id != first.id
+                        and [c["Id"] for c in engine.running()] == [run[0].container_id]
+                        and first.container_id not in engine.containers
+                    )
+
+                await until(raw, healed, timeout=20)
+                assert agent.registrations == 2
+                kv = await raw.get(keys.node(NODE))
+                assert kv is not None and from_json(Node, kv.value).status is NodeStatus.READY
+            finally:
+                stop.set()
+                await loop
+                await leader.stop()
 
     run(main)
