@@ -3,7 +3,7 @@ private test daemon over its unix socket. A service's replicas become running co
 killed container fails its task and a replacement runs; an env change rolls the containers
 over; scaling to zero removes them; a stale labelled container made before the agent started
 is removed. Health checks reach the task, logs come back split by stream, and a failed pull
-rejects the task."""
+rejects the task; limits and a host-mode port reach the container."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ from skiff.cluster import ops
 from skiff.cluster.agent import LABEL_NODE, LABEL_SERVICE_ID, LABEL_TASK, Agent, HttpEngine
 from skiff.cluster.model import (
     Node,
+    PortConfig,
+    ResourceRequirements,
+    Resources,
     RestartCondition,
     RestartPolicy,
     ServiceSpec,
@@ -196,6 +199,10 @@ def test_agent_health_logs_and_rejected_pull(daemon: Daemon, tmp_path: Path) -> 
                     command=("sh", "-c", "echo hello-from-task; echo oops >&2; exec sleep 300"),
                     healthcheck=HealthConfig(test=("CMD", "true"), interval=500_000_000),
                     stop_grace_period=1,
+                    resources=ResourceRequirements(
+                        limits=Resources(nano_cpus=500_000_000, memory_bytes=64 << 20)
+                    ),
+                    ports=(PortConfig(target=8080),),  # published 0: any free port on the node
                 ),
             )
             hc = await ops.create_service(store, checked, now=agent.clock())
@@ -210,6 +217,11 @@ def test_agent_health_logs_and_rejected_pull(daemon: Daemon, tmp_path: Path) -> 
             async for line in engine.logs(task.container_id):
                 lines.append(line)
             assert ("stdout", b"hello-from-task\n") in lines and ("stderr", b"oops\n") in lines
+            info = await engine.inspect(task.container_id)
+            assert info is not None
+            assert info["HostConfig"]["Memory"] == 64 << 20 and info["HostConfig"]["NanoCpus"] == 500_000_000
+            [binding] = info["NetworkSettings"]["Ports"]["8080/tcp"]
+            assert int(binding["HostPort"]) > 0
 
             # nothing listens on port 9 of the loopback: the pull fails, the task is rejected
             bad = ServiceSpec(
