@@ -118,6 +118,15 @@ def test_agent_runs_a_service_on_skiffd(daemon: Daemon, tmp_path: Path) -> None:
                 assert info["HostConfig"]["RestartPolicy"]["Name"] in ("no", "")
                 assert info["Config"]["Labels"][LABEL_NODE] == node_id
 
+            # the agent restarts (as with skiffd): it adopts the running containers
+            ids = sorted(c["Id"] for c in cs)
+            await agent.stop()
+            agent = Agent(store, agent.node, engine, ttl=3)
+            await agent.start()
+            await agent.settled()
+            assert await settled(2)
+            assert sorted(c["Id"] for c in await containers()) == ids
+
             # kill one container: its task fails, a replacement runs, the old container goes
             victim = cs[0]["Id"]
             victim_task = next(t for t in await all_tasks(store) if t.container_id == victim)
