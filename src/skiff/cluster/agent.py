@@ -707,7 +707,9 @@ class Agent:
 
     async def _shut_down(self, task: Task) -> None:
         """Stop and remove the task's container; report ``shutdown`` unless it already ended."""
-        cid = await self._container_id(task.id)
+        # An ended task's container is in the map if it exists (no worker is creating it): no
+        # engine call for each old task at every resync.
+        cid = self._containers.get(task.id) if task.state.terminal else await self._container_id(task.id)
         if cid is not None:
             await self._stop(cid, task)
             with contextlib.suppress(NotFound):
