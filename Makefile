@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # SKIFF_SLOW=0 make test leaves it out.
 export SKIFF_SLOW ?= 1
 
-.PHONY: deps venv lint typecheck test test-unit test-integration test-e2e demo clean
+.PHONY: deps venv lint typecheck test test-unit test-integration test-e2e demo demo-compose clean
 
 deps:
 	@missing=""; for p in $(APT_PKGS); do \
@@ -50,6 +50,9 @@ test: deps venv lint typecheck
 
 demo: deps venv
 	$(VENV)/bin/python -m skiff.demo
+
+demo-compose: deps venv
+	$(VENV)/bin/python -m skiff.demo compose
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

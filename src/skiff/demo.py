@@ -1,6 +1,12 @@
 """A narrated end-to-end demo of skiff, driving only the ``skiff`` CLI (``make demo``).
 
-It starts skiffd if nothing answers on the default socket (and leaves it running afterwards,
+The main part (``python -m skiff.demo``) is a cluster: ``skiff lab up`` makes three hosts on
+this machine (network namespaces, a skiffd each) and switches the CLI to the lab's context;
+a service of six busybox replicas is spread across them; ``skiff lab kill n3`` cuts one
+host's power, and its replicas run again on the other two (``service ps`` before and after);
+then ``skiff lab down`` removes the lab and switches the context back.
+
+``python -m skiff.demo compose`` (``make demo-compose``) is the single-host part. It starts skiffd if nothing answers on the default socket (and leaves it running afterwards,
 like docker's daemon), makes sure the busybox image exists, then runs a compose application
 (examples/compose/busybox-app: a web server and a worker on one network, sharing a volume):
 ``compose up`` with its progress display, the page answering on the host's published port
@@ -18,7 +24,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -159,6 +167,102 @@ def wait_for_readers(app: App, count: int) -> None:
         time.sleep(0.5)
 
 
+LAB = "demo"
+SERVICE = "web"
+REPLICAS = 6
+
+
+def lab_env() -> dict[str, str]:
+    """The lab commands go by the current context: an address in the environment would win over it."""
+    return {k: v for k, v in os.environ.items() if k not in ("SKIFF_HOST", "DOCKER_HOST", "SKIFF_CONTEXT")}
+
+
+def lab_skiff(*args: str, show: bool = True, check: bool = True) -> str:
+    argv = [str(BIN / "skiff"), *args]
+    if show:
+        console.print(f"[bold cyan]$ skiff {shlex.join(args)}[/]")
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False, env=lab_env())
+    output = (proc.stderr + proc.stdout).rstrip()
+    if show and output:
+        console.print(output, markup=False)
+    if check and proc.returncode != 0:
+        raise DemoFailure(f"`skiff {shlex.join(args)}` exited with {proc.returncode}:\n{output}")
+    return proc.stdout
+
+
+def placement(host: str) -> dict[str, int]:
+    """Running tasks of the demo service per node hostname (from the lab's manager)."""
+    from skiff.client import connect
+
+    client: Any = connect(host)
+    counts: dict[str, int] = {}
+    for task in client.tasks(service=SERVICE):
+        if task.get("state") == "running" and task.get("desired_state") == "running":
+            node = str(task.get("NodeHostname") or task.get("node_id", "?"))
+            counts[node] = counts.get(node, 0) + 1
+    return counts
+
+
+def wait_placement(
+    host: str, want: Callable[[dict[str, int]], bool], what: str, timeout: float = 90
+) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    seen: dict[str, int] = {}
+    with console.status(f"waiting: {what}"):
+        while time.monotonic() < deadline:
+            try:
+                seen = placement(host)
+            except Exception:  # the manager may be busy electing or restarting: ask again
+                seen = {}
+            if want(seen):
+                console.print(
+                    f"[green]ok[/] {what}: " + ", ".join(f"{n}: {c}" for n, c in sorted(seen.items()))
+                )
+                return seen
+            time.sleep(0.5)
+    raise DemoFailure(f"timed out waiting for {what}; running replicas per node: {seen}")
+
+
+def run_lab_demo() -> None:
+    if os.geteuid() != 0:
+        raise DemoFailure("the lab demo makes network namespaces: run it as root (sudo make demo)")
+    lab_skiff("lab", "down", LAB, show=False, check=False)  # a lab left by an interrupted run
+    heading("1. a three-host cluster on this machine: skiff lab up")
+    lab_skiff("lab", "up", "--nodes", "3", "--name", LAB)
+    host = f"unix:///run/skiff-lab/{LAB}/n1/skiff.sock"
+    lab_skiff("context", "ls")
+    heading("2. the nodes, as the manager sees them")
+    lab_skiff("node", "ls")
+    heading(f"3. a service of {REPLICAS} replicas, spread over the nodes")
+    lab_skiff("service", "create", "--name", SERVICE, "--replicas", str(REPLICAS), "busybox", "sleep", "1d")
+    before = wait_placement(
+        host,
+        lambda c: sum(c.values()) == REPLICAS and len(c) == 3,
+        f"{REPLICAS} replicas running on 3 nodes",
+    )
+    lab_skiff("service", "ls")
+    lab_skiff("service", "ps", SERVICE)
+    heading("4. n3 loses power: skiff lab kill n3 (its skiffd, conmon and containers get SIGKILL)")
+    lab_skiff("lab", "kill", "n3")
+    after = wait_placement(
+        host,
+        lambda c: sum(c.values()) == REPLICAS and "n3" not in c,
+        f"n3's {before.get('n3', 0)} replicas running again on n1 and n2",
+    )
+    lab_skiff("node", "ls")
+    lab_skiff("service", "ps", SERVICE)
+    console.print(f"before: {before}   after: {after}", style="dim")
+    heading("5. skiff lab down: every namespace, process and file of the lab is gone")
+    lab_skiff("lab", "down", LAB)
+    lab_skiff("context", "ls")
+    left = (
+        [p.name for p in Path("/run/netns").glob(f"skiff-lab-{LAB}-*")] if Path("/run/netns").is_dir() else []
+    )
+    if left or Path(f"/run/skiff-lab/{LAB}").exists() or Path(f"/var/lib/skiff-lab/{LAB}").exists():
+        raise DemoFailure(f"lab objects left behind: {left}")
+    console.print("no lab namespaces, daemons or state left")
+
+
 def run_demo() -> None:
     heading("1. the daemon")
     ensure_daemon()
@@ -204,7 +308,25 @@ def run_demo() -> None:
 
 
 def main() -> None:
-    """Entry point of ``python -m skiff.demo``."""
+    """Entry point of ``python -m skiff.demo [lab|compose]``."""
+    if sys.argv[1:2] == ["compose"]:
+        compose_main()
+        return
+    try:
+        run_lab_demo()
+    except (DemoFailure, OSError, subprocess.TimeoutExpired) as exc:
+        console.print("[bold red]demo failed:[/]")
+        console.print(str(exc), markup=False)
+        try:  # clean up what the demo made
+            lab_skiff("lab", "down", LAB, show=False, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        sys.exit(1)
+    console.print("[bold green]demo complete.[/] The single-host part: make demo-compose")
+
+
+def compose_main() -> None:
+    """The compose application on one skiffd (``python -m skiff.demo compose``)."""
     try:
         run_demo()
     except (DemoFailure, OSError, subprocess.TimeoutExpired) as exc:

@@ -155,3 +155,10 @@ def test_status_of_a_node_whose_process_is_gone(lab_dirs: Path) -> None:
     assert lab.node_status(node) == "dead"
     node.state = "killed"
     assert lab.node_status(node) == "killed"
+
+
+def test_node_macs_are_fixed_and_distinct() -> None:
+    macs = {lab.node_mac(i, k) for i in (1, 2, 254) for k in range(1, lab.MAX_NODES + 1)}
+    assert len(macs) == 3 * lab.MAX_NODES
+    assert lab.node_mac(5, 3) == "02:73:6b:05:03:01"
+    assert all(int(m.split(":")[0], 16) & 0x02 and not int(m.split(":")[0], 16) & 0x01 for m in macs)

@@ -112,6 +112,11 @@ def node_pool(k: int) -> str:
     return str(list(POOL_NET.subnets(new_prefix=POOL_PREFIX))[k - 1])
 
 
+def node_mac(index: int, k: int) -> str:
+    """A locally administered MAC for node K of lab subnet ``index`` (``02:73:6b`` is "sk")."""
+    return f"02:73:6b:{index:02x}:{k:02x}:01"
+
+
 @dataclass
 class LabNode:
     """One host of a lab: its names, addresses, state directories and processes."""
@@ -382,7 +387,9 @@ def _make_node_net(lab: Lab, node: LabNode) -> None:
     with _ipr(node.netns) as ns:
         idx = _link_index(ns, peer)
         if idx is not None:
-            ns.link("set", index=idx, ifname="eth0")
+            # The node's MAC is fixed, as a real host's: after a restart its neighbours' ARP
+            # entries still hold.
+            ns.link("set", index=idx, ifname="eth0", address=node_mac(lab.index, node.index))
         idx = _link_index(ns, "eth0")
         with contextlib.suppress(Exception):
             ns.addr("add", index=idx, address=node.address, prefixlen=lab.subnet.prefixlen)
