@@ -19,6 +19,7 @@ import aiohttp
 
 from skiff import errors
 from skiff.client.streams import STDERR, STDOUT, FrameDecoder
+from skiff.images.reference import parse_reference
 
 _BY_STATUS: dict[int, type[errors.SkiffError]] = {
     304: errors.NotModified,
@@ -142,7 +143,11 @@ class HttpEngine:
         return True
 
     async def pull(self, ref: str) -> None:
-        resp = await self._request("POST", "/images/create", params={"fromImage": ref}, timeout=0)
+        params = {"fromImage": ref}
+        parsed = parse_reference(ref, default_tag=False)
+        if parsed.tag is None and parsed.digest is None:
+            params["tag"] = "latest"  # without a tag the engine pulls every tag of the repository
+        resp = await self._request("POST", "/images/create", params=params, timeout=0)
         try:
             async for raw in resp.content:
                 line = raw.strip()
