@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -257,6 +258,30 @@ def test_lead_forever_fails_over_and_services_converge() -> None:
             await asyncio.gather(*runs, return_exceptions=True)
             await fleet.stop()
         assert await audit(store) > 0
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_own_stall_past_the_ttl_does_not_depose_on_an_in_process_store() -> None:
+    """The leader's own event loop blocks longer than its TTL (loading a big view, say): an
+    in-process store forgives its clients' stalls, so the lease lives and the leader stays."""
+
+    async def main() -> None:
+        store = MemoryStore()
+        a = Election(store, "a", ttl=TTL)
+        b = Election(store, "b", ttl=TTL)
+        await a.campaign()
+        waiting = asyncio.ensure_future(b.campaign())
+        await asyncio.sleep(0.1)
+        time.sleep(TTL * 1.5)  # the whole process stalls (a blocking call on the event loop)
+        await asyncio.sleep(TTL)  # a's keepalive runs late, then on time again
+        assert not a.lost.is_set() and a.is_leader
+        assert not waiting.done()
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        await a.close()
         await store.close()
 
     asyncio.run(main())

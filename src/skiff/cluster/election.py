@@ -135,11 +135,20 @@ class Election:
         ]
 
     async def _keepalive(self, lease_id: int, ttl: int) -> None:
-        """Renew the lease every ttl/3; lose leadership when it may have expired."""
+        """Renew the lease every ttl/3; lose leadership when it may have expired.
+
+        If this process itself stalled past the lease's deadline (its event loop blocked), the
+        store is asked once at once: an in-process store forgives its clients' stalls, and a
+        lease the store still knows is still ours. A store that does not answer in time ends
+        the leadership.
+        """
         while True:
             await asyncio.sleep(max(0.05, ttl / 3))
+            late = time.monotonic() >= self._valid_until  # we, not the store, were too slow
             while True:
                 left = self._valid_until - time.monotonic()
+                if late:
+                    left, late = max(0.05, ttl / 3), False
                 if left <= 0:
                     self._lose("the lease could not be renewed in time")
                     return

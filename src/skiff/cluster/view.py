@@ -12,6 +12,7 @@ arriving later, are recognised by revision and skipped, so nothing is decoded tw
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from skiff.cluster.scheduler.usage import NodeUsage
 from skiff.cluster.state.base import EventType, Store, WatchEvent
 
 _WAITING = (TaskState.NEW, TaskState.PENDING)
+LOAD_YIELD = 2000  # keys parsed between turns of the event loop while loading
 
 
 @dataclass
@@ -46,8 +48,10 @@ class ClusterView:
     async def load(cls, store: Store) -> ClusterView:
         view = cls()
         r = await store.range(keys.ROOT)
-        for kv in r.kvs:
+        for i, kv in enumerate(r.kvs):
             view._put(kv.key, kv.value, kv.mod_revision)
+            if i % LOAD_YIELD == LOAD_YIELD - 1:  # 100,000 tasks take seconds: let keepalives run
+                await asyncio.sleep(0)
         view.revision = r.revision
         view.dirty = set(view.services) | set(view.by_service)
         return view
