@@ -184,7 +184,7 @@ def lab_skiff(*args: str, show: bool = True, check: bool = True) -> str:
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False, env=lab_env())
     output = (proc.stderr + proc.stdout).rstrip()
     if show and output:
-        console.print(output, markup=False)
+        console.print(output, markup=False, soft_wrap=True)
     if check and proc.returncode != 0:
         raise DemoFailure(f"`skiff {shlex.join(args)}` exited with {proc.returncode}:\n{output}")
     return proc.stdout

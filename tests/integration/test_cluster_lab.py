@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -329,3 +330,31 @@ def test_killed_node_replicas_run_elsewhere(cluster: ClusterLab) -> None:
         )
     finally:
         cluster.manager.service_rm("survive")
+
+
+@needs_cluster
+@pytest.mark.skipif(shutil.which("etcd") is None, reason="needs etcd (Debian etcd-server)")
+def test_three_managers_on_the_labs_etcd(tmp_path: Path) -> None:
+    name = "le" + secrets.token_hex(2)
+    try:
+        skiff(tmp_path, "lab", "up", "--nodes", "3", "--managers", "3", "--etcd", "--name", name)
+        state = lab.load(name)
+        x = state.index
+        assert state.store_url == f"etcd://10.220.{x}.2:2379,10.220.{x}.3:2379,10.220.{x}.4:2379"
+        manager: Any = connect(state.nodes[0].host)
+        assert manager.cluster_inspect()["Store"] == state.store_url
+        nodes = manager.nodes()
+        assert sorted(n["hostname"] for n in nodes) == ["n1", "n2", "n3"]
+        assert {n["role"] for n in nodes} == {"manager"}
+        assert all(str(n["Status"]).lower() == "ready" for n in nodes)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        for node in state.nodes:
+            # One member per manager, on its lab address, all in one etcd cluster of three.
+            req = urllib.request.Request(f"http://{node.address}:2379/v3/cluster/member/list", data=b"{}")
+            with opener.open(req, timeout=5) as resp:
+                members = json.loads(resp.read())["members"]
+            assert sorted(m["name"] for m in members) == ["n1", "n2", "n3"]
+            assert node.etcd_pid and node.etcd_pid in lab.node_pids(node)
+    finally:
+        skiff(tmp_path, "lab", "down", name, check=False)
+    assert not list(Path("/run/netns").glob(f"skiff-lab-{name}-*"))

@@ -44,8 +44,9 @@ def _lab(cli: CliContext, name: str | None) -> labs.Lab:
 
 
 def node_table(lab: labs.Lab) -> Table:
-    table = Table(title=f"lab {lab.name}: {lab.subnet}, bridge {lab.bridge}", title_justify="left")
-    for col in ("NODE", "ROLE", "ADDRESS", "STATE", "PID", "NODE ID", "SOCKET"):
+    title = f"lab {lab.name}: {lab.subnet} on bridge {lab.bridge}, sockets {lab.run_dir}/nK/skiff.sock"
+    table = Table(title=title, title_justify="left")
+    for col in ("NODE", "ROLE", "ADDRESS", "STATE", "PID", "NODE ID"):
         table.add_column(col)
     for node in lab.nodes:
         table.add_row(
@@ -55,7 +56,6 @@ def node_table(lab: labs.Lab) -> Table:
             labs.node_status(node),
             str(node.pid or "-"),
             node.node_id[:12] or "-",
-            node.socket,
         )
     return table
 
@@ -99,9 +99,10 @@ def up(
         progress=_progress(),
     )
     out.print(node_table(lab))
-    store = lab.store_url or "sqlite on n1"
-    out.print(f"Cluster store: {store}. Context [bold]{labs.context_name(lab.name)}[/] is current:")
-    out.print("  skiff node ls / skiff service create --replicas 6 busybox sleep 1d / skiff lab down")
+    if not no_cluster:
+        out.print(f"Cluster store: {lab.store_url or 'SQLite on n1'}.")
+    out.print(f"Context [bold]{labs.context_name(lab.name)}[/] ({lab.nodes[0].host}) is current; try:")
+    out.print("  skiff node ls\n  skiff service create --replicas 6 busybox sleep 1d\n  skiff lab down")
 
 
 @lab_group.command("down")
