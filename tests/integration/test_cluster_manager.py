@@ -167,3 +167,61 @@ def test_promoted_manager_on_etcd_takes_over(two_daemons: tuple[Daemon, Daemon])
         wrk.service_rm(name)
         until(lambda: not containers_of(two, name), "its container is removed")
         wrk.cluster_leave(force=True)
+
+
+def free_port_block(size: int = 4) -> int:
+    """A port p with p .. p+size-1 free on loopback (cluster port, then etcd's client and peer)."""
+    for _ in range(50):
+        base = free_port()
+        if base + size > 65535:
+            continue
+        with contextlib.ExitStack() as stack:
+            try:
+                for p in range(base, base + size):
+                    s = stack.enter_context(socket.socket())
+                    s.bind(("127.0.0.1", p))
+            except OSError:
+                continue
+            return base
+    raise RuntimeError("no block of free ports")
+
+
+def test_etcd_local_two_managers(two_daemons: tuple[Daemon, Daemon]) -> None:
+    """``init --etcd-local`` starts an etcd member; a node joining with the manager token adds
+    its own member and becomes a second manager; a service runs on both; leave stops the member."""
+    if not etcd_available():
+        pytest.skip("etcd is not installed (Debian package etcd-server; make deps)")
+    one, two = two_daemons
+    mgr: Client = connect(one.host)
+    wrk: Client = connect(two.host)
+    p1, p2 = free_port_block(), free_port_block()
+    out = mgr.cluster_init(listen_addr=f"127.0.0.1:{p1}", etcd_local=True)
+    assert mgr.cluster_inspect()["Store"].startswith(f"etcd://127.0.0.1:{p1 + 2}")
+    joined = wrk.cluster_join(
+        [f"127.0.0.1:{p1}"], out["JoinTokens"]["Manager"], listen_addr=f"127.0.0.1:{p2}"
+    )
+    assert joined["Role"] == "manager"
+
+    def two_managers_ready() -> bool:
+        nodes = wrk.nodes()
+        return sorted((n["role"], n["Status"]) for n in nodes) == [("manager", "ready")] * 2
+
+    until(two_managers_ready, "two managers ready, seen from the second")
+    members = [one.root / "cluster" / "etcd", two.root / "cluster" / "etcd"]
+    assert all(m.is_dir() for m in members)
+
+    name = "skel" + out["ClusterID"][:6]
+    spec = ServiceSpec(
+        name=name,
+        template=TaskTemplate(image="busybox:latest", command=("sleep", "300"), stop_grace_period=1),
+        replicas=2,
+    )
+    mgr.service_create(to_plain(spec))
+    until(lambda: bool(containers_of(one, name)) and bool(containers_of(two, name)), "a replica on each node")
+    mgr.service_rm(name)
+    until(lambda: not containers_of(one, name) and not containers_of(two, name), "replicas removed")
+    wrk.cluster_leave(force=True)  # its etcd member leaves the etcd cluster first
+    assert not members[1].exists()
+    until(lambda: mgr.node_inspect("skwrk2")["Status"] == "down", "the store still answers the first manager")
+    mgr.cluster_leave(force=True)
+    assert not members[0].exists()

@@ -80,6 +80,7 @@ from skiff.types.codec import from_plain, to_plain
 
 if TYPE_CHECKING:
     from skiff.cluster.agent import Agent, EngineClient
+    from skiff.cluster.etcdlocal import LocalEtcd
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +205,7 @@ class ClusterRuntime:
         self._http: aiohttp.ClientSession | None = None
         self._lock = asyncio.Lock()
         self._resume_task: asyncio.Task[None] | None = None
+        self._etcd: LocalEtcd | None = None
         self.leading = False
 
     # --- lifecycle
@@ -264,6 +266,9 @@ class ClusterRuntime:
         if state.role == NodeRole.MANAGER:
             from skiff.cluster.state import open_store
 
+            if state.etcd_local and self._etcd is None:
+                self._etcd = self._local_etcd(state)
+                await self._etcd.start()
             self.store = open_store(state.store)
             self._holds_store = True
             self._start_leading()
@@ -275,6 +280,22 @@ class ClusterRuntime:
         await self._start_agent()
         self._watch_task = asyncio.get_running_loop().create_task(
             self._watch_self(), name="skiff-cluster-self"
+        )
+
+    def _local_etcd(self, state: ClusterState) -> LocalEtcd:
+        """This manager's etcd member: client port = cluster port + 2, peer port = + 3."""
+        from skiff.cluster.etcdlocal import LocalEtcd
+
+        host, port = split_addr(state.advertise_addr)
+        data = self.dir / "etcd"
+        return LocalEtcd(
+            data,
+            name=state.node_id,
+            host=host,
+            client_port=port + 2,
+            peer_port=port + 3,
+            initial_cluster=state.etcd_initial_cluster,
+            existing=bool(state.etcd_initial_cluster) or data.exists(),
         )
 
     async def _deactivate(self) -> None:
@@ -292,6 +313,9 @@ class ClusterRuntime:
             with contextlib.suppress(SkiffError, OSError):
                 await self.store.close()
             self.store = None
+        if self._etcd is not None:
+            await self._etcd.stop()
+            self._etcd = None
         self._holds_store = False
         self.state = None
 
@@ -539,15 +563,17 @@ class ClusterRuntime:
         async with self._lock:
             if self.state is not None:
                 raise Unavailable(ALREADY_IN_CLUSTER)
-            if etcd_local:
-                raise InvalidArgument(
-                    "--etcd-local is not available yet: start an etcd member and pass --store etcd://host:2379"
-                )
+            if etcd_local and store:
+                raise InvalidArgument("--etcd-local and --store are exclusive: a cluster has one store")
             listen_host, port = split_addr(listen_addr)
             advertise = advertise_address(advertise_addr, listen_host, port, None)
             store_url = store or f"sqlite://{self.dir / 'store.db'}"
-            if store_url.startswith("sqlite://"):
-                self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if etcd_local:
+                from skiff.cluster.etcdlocal import MAX_TXN_OPS, etcd_binary
+
+                etcd_binary()  # installed? (before anything starts)
+                store_url = f"etcd://{split_addr(advertise)[0]}:{port + 2}?max-txn-ops={MAX_TXN_OPS}"
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             cluster_id, node_id, key = new_id(), new_id(), new_cluster_key()
             state = ClusterState(
                 cluster_id=cluster_id,
@@ -561,54 +587,22 @@ class ClusterRuntime:
                 cluster_key=key,
                 worker_token=make_join_token(cluster_id),
                 manager_token=make_join_token(cluster_id),
+                etcd_local=etcd_local,
             )
-            await self._listen(state.listen_addr)  # a port in use fails here, before anything is kept
-            from skiff.cluster.state import open_store
-
             try:
-                s = open_store(store_url)
-            except BaseException:
-                await self._deactivate()
-                raise
-            try:
-                state.max_txn_ops = s.max_txn_ops
-                record = {
-                    "id": cluster_id,
-                    "store": store_url,
-                    "created_at": self.clock(),
-                    "tokens": {
-                        "worker": hash_token(state.worker_token),
-                        "manager": hash_token(state.manager_token),
-                    },
-                }
-                desc = await self._description()
-                node = Node(
-                    id=node_id,
-                    hostname=self.node_name,
-                    role=NodeRole.MANAGER,
-                    address=advertise,
-                    resources=from_plain(Resources, desc["Resources"]),
-                    created_at=self.clock(),
-                    updated_at=self.clock(),
-                )
-                r = await s.txn(
-                    [Compare(keys.CLUSTER, 0)],
-                    [Put(keys.CLUSTER, json.dumps(record).encode()), Put(keys.node(node_id), to_json(node))],
-                )
-                if not r.succeeded:
-                    held = await s.get(keys.CLUSTER)
-                    other = json.loads(held.value).get("id", "?") if held else "?"
-                    raise Conflict(
-                        f"the store {store_url} already holds cluster {other}: join that cluster instead"
-                    )
-            finally:
-                await s.close()
-            try:
+                await self._listen(state.listen_addr)  # a port in use fails here, before anything is kept
+                if etcd_local:
+                    shutil.rmtree(self.dir / "etcd", ignore_errors=True)
+                    self._etcd = self._local_etcd(state)
+                    await self._etcd.start()
+                await self._create_cluster(state)
                 save_state(self.state_path, state)
                 await self._activate(state)
             except BaseException:
                 await self._deactivate()
                 remove_state(self.state_path)
+                if etcd_local:
+                    shutil.rmtree(self.dir / "etcd", ignore_errors=True)
                 raise
             log.info("cluster: initialised cluster %s; this node %s manages it", cluster_id, node_id)
             return {
@@ -616,6 +610,48 @@ class ClusterRuntime:
                 "NodeID": node_id,
                 "JoinTokens": {"Worker": state.worker_token, "Manager": state.manager_token},
             }
+
+    async def _create_cluster(self, state: ClusterState) -> None:
+        """The cluster record and this first manager's node, in a store that holds no cluster."""
+        from skiff.cluster.state import open_store
+
+        s = open_store(state.store)
+        try:
+            state.max_txn_ops = s.max_txn_ops
+            record = {
+                "id": state.cluster_id,
+                "store": state.store,
+                "created_at": self.clock(),
+                "tokens": {
+                    "worker": hash_token(state.worker_token),
+                    "manager": hash_token(state.manager_token),
+                },
+            }
+            desc = await self._description()
+            node = Node(
+                id=state.node_id,
+                hostname=self.node_name,
+                role=NodeRole.MANAGER,
+                address=state.advertise_addr,
+                resources=from_plain(Resources, desc["Resources"]),
+                created_at=self.clock(),
+                updated_at=self.clock(),
+            )
+            r = await s.txn(
+                [Compare(keys.CLUSTER, 0)],
+                [
+                    Put(keys.CLUSTER, json.dumps(record).encode()),
+                    Put(keys.node(state.node_id), to_json(node)),
+                ],
+            )
+            if not r.succeeded:
+                held = await s.get(keys.CLUSTER)
+                other = json.loads(held.value).get("id", "?") if held else "?"
+                raise Conflict(
+                    f"the store {state.store} already holds cluster {other}: join that cluster instead"
+                )
+        finally:
+            await s.close()
 
     async def join(
         self,
@@ -651,7 +687,11 @@ class ClusterRuntime:
                     cluster_key=str(answer.get("ClusterKey") or ""),
                     worker_token=str(answer.get("WorkerToken") or ""),
                     manager_token=str(answer.get("ManagerToken") or ""),
+                    etcd_local=bool(answer.get("EtcdLocal")),
+                    etcd_initial_cluster=str(answer.get("EtcdInitialCluster") or ""),
                 )
+                if state.etcd_local:
+                    shutil.rmtree(self.dir / "etcd", ignore_errors=True)
                 save_state(self.state_path, state)
                 await self._activate(state)
             except BaseException:
@@ -736,6 +776,15 @@ class ClusterRuntime:
         managers = await self.manager_addrs()
         if role is NodeRole.MANAGER:
             managers = sorted(set(managers) | {addr})
+        initial_cluster, store_url = "", state.store
+        if role is NodeRole.MANAGER and state.etcd_local:
+            # its own etcd member joins ours (the cluster waits for it: quorum is now 2 of 2)
+            from skiff.cluster.etcdlocal import add_member
+
+            host, port = split_addr(addr)
+            ours = [f"http://127.0.0.1:{split_addr(state.advertise_addr)[1] + 2}"]
+            initial_cluster = await add_member(ours, node.id, f"http://{host}:{port + 3}")
+            store_url = f"etcd://{host}:{port + 2}," + state.store.removeprefix("etcd://")
         answer: dict[str, Any] = {
             "ClusterID": state.cluster_id,
             "NodeID": node.id,
@@ -746,7 +795,9 @@ class ClusterRuntime:
         }
         if role is NodeRole.MANAGER:
             answer |= {
-                "Store": state.store,
+                "Store": store_url,
+                "EtcdLocal": state.etcd_local,
+                "EtcdInitialCluster": initial_cluster,
                 "ClusterKey": state.cluster_key,
                 "WorkerToken": state.worker_token,
                 "ManagerToken": state.manager_token,
@@ -773,14 +824,42 @@ class ClusterRuntime:
                 )
             await self._stop_agent(leave=True)
             await self._remove_task_containers(state.node_id)
+            if state.etcd_local and state.role == NodeRole.MANAGER:
+                await self._leave_etcd(state)
             sqlite = state.role == NodeRole.MANAGER and state.store.startswith("sqlite:")
             await self._deactivate()
             remove_state(self.state_path)
+            if state.etcd_local:
+                shutil.rmtree(self.dir / "etcd", ignore_errors=True)
             if sqlite:
                 for name in ("store.db", "store.db-wal", "store.db-shm"):
                     with contextlib.suppress(FileNotFoundError):
                         (self.dir / name).unlink()
             log.info("cluster: left cluster %s", state.cluster_id)
+
+    async def _leave_etcd(self, state: ClusterState) -> None:
+        """A leaving manager takes its etcd member out of the etcd cluster first (while the
+        others still make a quorum with it), unless it is the last one."""
+        from skiff.cluster.etcdlocal import remove_member
+
+        others = [a for a in await self._manager_addrs_quietly() if a != state.advertise_addr]
+        if not others:
+            return
+        await self._stop_leadership()
+        urls = [f"http://{h}:{p + 2}" for h, p in (split_addr(a) for a in others)]
+        try:
+            if await remove_member(urls, state.node_id):
+                log.info("cluster: etcd member %s removed", state.node_id)
+                return
+        except (SkiffError, OSError) as e:
+            log.warning("cluster: %s", e)
+        log.warning("cluster: could not remove this node's etcd member; remove it with etcdctl member remove")
+
+    async def _manager_addrs_quietly(self) -> list[str]:
+        try:
+            return await asyncio.wait_for(self.manager_addrs(), 10)
+        except (SkiffError, OSError, TimeoutError):
+            return []
 
     async def _remove_task_containers(self, node_id: str) -> None:
         """``leave`` takes this node's task containers with it, as ``docker swarm leave`` does."""
@@ -1064,6 +1143,11 @@ class ClusterRuntime:
             if new is NodeRole.MANAGER:
                 if state.store.startswith("sqlite:"):
                     raise InvalidArgument(f"cannot promote {node.hostname}: {SQLITE_ONE_MANAGER}")
+                if state.etcd_local:
+                    raise InvalidArgument(
+                        f"cannot promote {node.hostname}: this cluster's managers each run an etcd member "
+                        "(--etcd-local); add a manager by joining it with the manager token"
+                    )
                 # the node needs the cluster key to check secrets: hand it over in the store
                 grant = {
                     "key": state.cluster_key,

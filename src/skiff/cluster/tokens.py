@@ -106,6 +106,8 @@ class ClusterState:
     cluster_key: str = ""  # managers only
     worker_token: str = ""  # managers only
     manager_token: str = ""  # managers only
+    etcd_local: bool = False  # this manager runs its own supervised etcd member
+    etcd_initial_cluster: str = ""  # that member's --initial-cluster (a joining manager's)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
