@@ -4,6 +4,7 @@ service / task formatters, and the commands against a fake cluster client."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from click.testing import CliRunner, Result
 from skiff.cli.cluster import cluster, node
 from skiff.cli.cluster_rows import NodeRow, ServiceRow, TaskRow, filter_nodes, filter_tasks, order_tasks
 from skiff.cli.context import CliContext, ExitCode
-from skiff.cli.service import Convergence, converge, service
+from skiff.cli.service import Convergence, converge, progress_bar, service
 from skiff.cli.service_spec import (
     check_constraint,
     check_preference,
@@ -652,7 +653,9 @@ def test_service_create_waits_for_convergence() -> None:
     )
     assert r.exit_code == 0, r.output
     assert "overall progress: 2 out of 2 tasks" in r.output
-    assert "1/2: running" in r.output and r.output.endswith("verify: Service converged\n")
+    assert "1/2: running   [" + "=" * 50 + ">]" in r.output and r.output.endswith(
+        "verify: Service converged\n"
+    )
 
 
 def test_convergence_reports_pending_reason_and_waits() -> None:
@@ -664,7 +667,7 @@ def test_convergence_reports_pending_reason_and_waits() -> None:
     state = Convergence(svc, fake.tasks(service=svc["id"]))
     assert not state.converged
     assert state.lines()[0] == "overall progress: 0 out of 2 tasks"
-    assert state.lines()[1] == "1/2: pending   no suitable node (insufficient memory on 2 nodes)"
+    assert state.lines()[1] == "1/2: no suitable node (insufficient memory on 2 nodes)"
     polls: list[float] = []
 
     def sleep(s: float) -> None:
@@ -708,3 +711,11 @@ def test_stack_deploy_redeploy_prune_ls_rm(tmp_path: Path) -> None:
     assert r.output == "Removing service st_web\n" and not fake.services_
     r = run_cli(stack, fake, ["ps", "st"])
     assert r.exit_code == 1 and "Nothing found in stack: st" in r.output
+
+
+def test_progress_bar_and_generated_name() -> None:
+    assert progress_bar("new") == "[>" + " " * 50 + "]"
+    assert progress_bar("preparing") == "[" + "=" * 30 + ">" + " " * 20 + "]"
+    assert progress_bar("running") == "[" + "=" * 50 + ">]"
+    name = spec_from_flags(_create_params(), "busybox", ()).name
+    assert re.fullmatch(r"[a-z]+_[a-z]+", name), name

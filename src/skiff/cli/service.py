@@ -9,6 +9,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import click
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
 
 from skiff.cli.cluster import ClusterClient, cluster_client
 from skiff.cli.cluster_rows import (
@@ -468,8 +471,18 @@ class Convergence:
             )
             state = str(t.get("state") or "new")
             reason = task_error(t)
-            out.append(f"{label}: {state}" + (f"   {reason}" if reason else ""))
+            out.append(f"{label}: {reason}" if reason else f"{label}: {state:<10}{progress_bar(state)}")
         return out
+
+
+_PROGRESS = ("new", "pending", "assigned", "preparing", "starting", "running")
+
+
+def progress_bar(state: str, width: int = 50) -> str:
+    """docker's per-task bar: ``[=====>    ]`` filled as far as the task got towards running."""
+    step = _PROGRESS.index(state) if state in _PROGRESS else 0
+    filled = width * step // (len(_PROGRESS) - 1)
+    return "[" + "=" * filled + ">" + " " * (width - filled) + "]"
 
 
 def converge(
@@ -483,24 +496,66 @@ def converge(
 ) -> None:
     """Wait until the service's tasks run its current spec, showing progress like docker; then
     watch them for the monitor period ("verify"). A paused update ends it with exit 1."""
+    try:
+        _converge(client, ref, quiet=quiet, poll=poll, sleep=sleep, clock=clock)
+    except KeyboardInterrupt:
+        click.echo(
+            f"Operation continuing in background.\nUse `skiff service ps {ref}` to check progress.", err=True
+        )
+        raise
+
+
+def _converge(
+    client: ClusterClient,
+    ref: str,
+    *,
+    quiet: bool,
+    poll: float,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> None:
     out: list[str] = []
-    tty = sys.stdout.isatty() and not quiet
+    live: Live | None = None
+    if sys.stdout.isatty() and not quiet:
+        live = Live(console=Console(file=sys.stdout), auto_refresh=False)
+        live.start()
 
     def show(lines: list[str]) -> None:
         nonlocal out
         if quiet or lines == out:
             return
-        if tty and out:
-            click.echo(f"\x1b[{len(out)}F\x1b[J", nl=False)
-        click.echo("\n".join(lines))
+        if live is not None:
+            live.update(Text("\n".join(lines)), refresh=True)
+        else:
+            click.echo("\n".join(lines))
         out = lines
 
+    try:
+        _poll(client, ref, show, quiet=quiet, poll=poll, sleep=sleep, clock=clock, live=live)
+    finally:
+        if live is not None:
+            live.stop()
+
+
+def _poll(
+    client: ClusterClient,
+    ref: str,
+    show: Callable[[list[str]], None],
+    *,
+    quiet: bool,
+    poll: float,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+    live: Live | None,
+) -> None:
     stable_since: float | None = None
     while True:
         svc = client.service_inspect(ref)
         state = Convergence(svc, client.tasks(service=str(svc.get("id", ref))))
         if state.failed:
             show(state.lines())
+            if live is not None:
+                live.stop()
             click.echo(f"Error: {state.failed}", err=True)
             raise ExitCode(1)
         monitor = float(((svc.get("spec") or {}).get("update") or {}).get("monitor", 5.0))
@@ -510,16 +565,23 @@ def converge(
                 stable_since = clock()
                 show(state.lines())
                 if monitor > 0 and not quiet:
-                    click.echo(f"verify: Waiting {monitor:g} seconds to verify that tasks are stable...")
-                    out = []
+                    _say(live, f"verify: Waiting {monitor:g} seconds to verify that tasks are stable...")
             if clock() - stable_since >= monitor:
                 if not quiet:
-                    click.echo("verify: Service converged")
+                    _say(live, "verify: Service converged")
                 return
         else:
             stable_since = None
             show(state.lines())
         sleep(poll)
+
+
+def _say(live: Live | None, text: str) -> None:
+    """A line printed below the progress (which stays live on a terminal)."""
+    if live is not None:
+        live.console.print(text, markup=False, highlight=False)
+    else:
+        click.echo(text)
 
 
 def register(group: click.Group) -> None:

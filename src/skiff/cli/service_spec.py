@@ -27,6 +27,7 @@ from skiff.cluster.model import (
     UpdatePolicy,
 )
 from skiff.cluster.scheduler.constraints import parse_constraint, parse_preference
+from skiff.engine.merge import random_name
 from skiff.errors import InvalidArgument
 from skiff.types.container import HealthConfig
 from skiff.units import parse_size
@@ -321,8 +322,9 @@ def _policies(f: Flags, spec: ServiceSpec) -> dict[str, Any]:
 def spec_from_flags(params: Mapping[str, Any], image: str, args: tuple[str, ...]) -> ServiceSpec:
     """``service create`` flags -> the spec to send."""
     f = Flags(params)
-    name = f.text("name") or ""
-    if name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+    # swarmkit names an unnamed service like docker names containers (adjective_noun)
+    name = f.text("name") or random_name()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise InvalidArgument(f"invalid service name {name!r}: letters, digits, '_', '.' and '-' only")
     mode = ServiceMode(_choice(f.text("mode") or "replicated", "--mode", ("replicated", "global")))
     ports = tuple(parse_publish(p) for p in f.many("publish"))
