@@ -113,6 +113,16 @@ def test_init_join_service_on_both_nodes(two_daemons: tuple[Daemon, Daemon]) -> 
     until(logs_from_both, "a log line from each task")
     assert all(line.startswith(b"hello from ") and label.startswith(f"{name}.") for label, line in logs)
 
+    # the worker's skiffd restarts: it resumes from state.json, its agent adopts the running
+    # container (no duplicate, no replacement) and the node is ready again
+    (before,) = containers_of(two, name)
+    two.stop()
+    two.start()
+    until(lambda: wrk.cluster_inspect()["Role"] == "worker", "the worker resumed its role")
+    until(lambda: mgr.node_inspect("skwrk2")["Status"] == "ready", "the worker is ready again")
+    until(running_on_both, "still a running task on each node")
+    assert [c["Id"] for c in containers_of(two, name)] == [before["Id"]]
+
     mgr.service_update(name, to_plain(spec) | {"replicas": 0})
     until(lambda: not containers_of(one, name) and not containers_of(two, name), "containers removed")
     assert mgr.service_inspect(name)["Running"] == 0

@@ -5,6 +5,7 @@ engines: init, join, a service spread over both nodes, logs, node rules, leave, 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -347,6 +348,26 @@ def test_two_nodes_init_join_service_leave(tmp_path: Path) -> None:
             assert sorted(label.split("@")[1] for label, _ in lines) == ["mgr", "wrk"]
             assert all(line == b"hello\n" and label.startswith("web.") for label, line in lines)
 
+            # the same through the HTTP API: statuses and shapes
+            async with TestClient(TestServer(_app(mgr))) as api:
+                resp = await api.get("/skiff/cluster/services/nope")
+                assert resp.status == 404 and (await resp.json())["message"] == "service nope not found"
+                resp = await api.post("/v1.41/skiff/cluster/services", json={"name": "x"})
+                assert resp.status == 400
+                resp = await api.delete("/skiff/cluster/nodes/wrk")
+                assert resp.status == 409 and "not down" in (await resp.json())["message"]
+                resp = await api.post("/skiff/cluster/nodes/wrk/update", json={"Availability": "sideways"})
+                assert resp.status == 400
+                resp = await api.get("/skiff/cluster/tasks", params={"service": "web"})
+                assert resp.status == 200 and {t["ServiceName"] for t in await resp.json()} == {"web"}
+                resp = await api.get("/skiff/cluster/services/web/logs")
+                assert resp.status == 200
+                got = [json.loads(line) for line in (await resp.read()).splitlines()]
+                assert sorted(g["Task"].split("@")[1] for g in got) == ["mgr", "wrk"]
+                assert {base64.b64decode(g["Data"]) for g in got} == {b"hello\n"}
+                resp = await api.get("/skiff/cluster")
+                assert (await resp.json())["Store"] == "sqlite"
+
             # scale to 0, remove
             inspected = await mgr.service_inspect(sid[:6])
             await mgr.service_update("web", inspected["spec"] | {"replicas": 0})
@@ -369,6 +390,16 @@ def test_two_nodes_init_join_service_leave(tmp_path: Path) -> None:
             await until(worker_down)
             await mgr.node_rm("wrk")
             assert [n["hostname"] for n in await mgr.nodes()] == ["mgr"]
+
+            # a rotated token: the old one is refused, the new one works
+            rotated = await mgr.join_token("worker", rotate=True)
+            assert rotated != tokens["Worker"] and await mgr.join_token("worker") == rotated
+            with pytest.raises(Unauthorized):
+                await third.join(
+                    [f"127.0.0.1:{m_port}"], tokens["Worker"], listen_addr=f"127.0.0.1:{free_port()}"
+                )
+            with pytest.raises(InvalidArgument, match="unknown role"):
+                await mgr.join_token("boss")
 
             # the manager refuses to leave without --force
             with pytest.raises(Unavailable, match="--force"):
