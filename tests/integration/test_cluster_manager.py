@@ -15,6 +15,7 @@ import pytest
 
 from skiff.client import Client, connect
 from skiff.cluster.model import ServiceSpec, TaskTemplate
+from skiff.errors import Unavailable
 from skiff.types.codec import to_plain
 from tests.daemon_fixture import Daemon, bootstrap_busybox, running_daemon
 from tests.etcd_support import MAX_TXN_OPS, etcd_available, running_etcd
@@ -158,6 +159,15 @@ def test_promoted_manager_on_etcd_takes_over(two_daemons: tuple[Daemon, Daemon])
         assert wrk.cluster_join_token("worker") == out["JoinTokens"]["Worker"]
         assert mgr.node_inspect("skwrk2")["ManagerStatus"]["Reachability"] == "reachable"
         until(lambda: mgr.cluster_inspect()["Leader"] == out["NodeID"], "the first manager leads")
+
+        # demoted: back to a worker (the store through the managers again); then promoted again
+        mgr.node_update("skwrk2", role="worker")
+        until(lambda: wrk.cluster_inspect()["Role"] == "worker", "the demoted node runs as a worker")
+        with pytest.raises(Unavailable, match="Worker nodes"):
+            wrk.nodes()
+        until(lambda: mgr.node_inspect("skwrk2")["Status"] == "ready", "the demoted node is ready")
+        mgr.node_update("skwrk2", role="manager")
+        until(lambda: wrk.cluster_inspect()["Role"] == "manager", "promoted again")
 
         one.stop()  # SIGTERM: the leader resigns on its way out
         promoted = wrk.cluster_inspect()["NodeID"]
