@@ -428,3 +428,28 @@ async def _has_state(rt: ClusterRuntime) -> bool:
 
 async def _node_ready(rt: ClusterRuntime, name: str) -> bool:
     return (await rt.node_inspect(name))["Status"] == "ready"
+
+
+def test_unreachable_cluster_resumes_in_background_and_can_be_forgotten(tmp_path: Path) -> None:
+    """A worker whose managers are gone: skiffd starts anyway (the runtime keeps trying in the
+    background), refuses a second init, and ``leave --force`` forgets the cluster."""
+
+    async def main() -> None:
+        dead = f"127.0.0.1:{free_port()}"
+        save_state(
+            tmp_path / "cluster" / "state.json",
+            _state(role="worker", listen_addr=f"127.0.0.1:{free_port()}", managers=[dead]),
+        )
+        async with runtime_at(tmp_path, "lonely", FakeEngine()) as rt:
+            assert rt.state is None  # start() returned at once; resuming goes on in the background
+            with pytest.raises(Unavailable, match="already part of a cluster"):
+                await rt.init(listen_addr=f"127.0.0.1:{free_port()}")
+            with pytest.raises(Unavailable, match="not part of a cluster"):
+                await rt.leave()
+            await rt.leave(force=True)
+            assert not (tmp_path / "cluster" / "state.json").exists()
+            out = await rt.init(listen_addr=f"127.0.0.1:{free_port()}")
+            assert (await rt.inspect())["ClusterID"] == out["ClusterID"]
+            await rt.leave(force=True)
+
+    _run(main)

@@ -103,6 +103,7 @@ SQLITE_ONE_MANAGER = (
     "manager: for several managers (HA) initialise the cluster with `--store etcd://host:2379,...`"
 )
 WATCH_SELF_EVERY = 2.0  # seconds between looks at this node's own record (role changes, removal)
+MANAGERS_EVERY = 15  # ... and every this many looks, a worker refreshes the managers' addresses
 TASK_ID_LABEL = "com.skiff.cluster.task.id"
 NODE_ID_LABEL = "com.skiff.cluster.node.id"
 
@@ -561,7 +562,7 @@ class ClusterRuntime:
         etcd_local: bool = False,
     ) -> dict[str, Any]:
         async with self._lock:
-            if self.state is not None:
+            if self.state is not None or self.state_path.exists():
                 raise Unavailable(ALREADY_IN_CLUSTER)
             if etcd_local and store:
                 raise InvalidArgument("--etcd-local and --store are exclusive: a cluster has one store")
@@ -662,7 +663,7 @@ class ClusterRuntime:
         listen_addr: str = f"0.0.0.0:{DEFAULT_PORT}",
     ) -> dict[str, Any]:
         async with self._lock:
-            if self.state is not None:
+            if self.state is not None or self.state_path.exists():
                 raise Unavailable(ALREADY_IN_CLUSTER)
             if not remote_addrs:
                 raise InvalidArgument("join needs the address of a manager (host:port)")
@@ -806,6 +807,18 @@ class ClusterRuntime:
         return answer
 
     async def leave(self, *, force: bool = False) -> None:
+        if self.state is None and self._resume_task is not None and force:
+            # not resumed (the managers or the store are unreachable): forget the cluster anyway
+            self._resume_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resume_task
+            self._resume_task = None
+            async with self._lock:
+                held = load_state(self.state_path)
+                remove_state(self.state_path)
+                if held is not None and held.role == NodeRole.MANAGER:
+                    self._forget_store_files()
+            return
         async with self._lock:
             state = self.state
             if state is None:
@@ -829,13 +842,16 @@ class ClusterRuntime:
             sqlite = state.role == NodeRole.MANAGER and state.store.startswith("sqlite:")
             await self._deactivate()
             remove_state(self.state_path)
-            if state.etcd_local:
-                shutil.rmtree(self.dir / "etcd", ignore_errors=True)
-            if sqlite:
-                for name in ("store.db", "store.db-wal", "store.db-shm"):
-                    with contextlib.suppress(FileNotFoundError):
-                        (self.dir / name).unlink()
+            if state.etcd_local or sqlite:
+                self._forget_store_files()
             log.info("cluster: left cluster %s", state.cluster_id)
+
+    def _forget_store_files(self) -> None:
+        """The SQLite store and a local etcd member's data (a manager that left)."""
+        shutil.rmtree(self.dir / "etcd", ignore_errors=True)
+        for name in ("store.db", "store.db-wal", "store.db-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.dir / name).unlink()
 
     async def _leave_etcd(self, state: ClusterState) -> None:
         """A leaving manager takes its etcd member out of the etcd cluster first (while the
@@ -876,16 +892,18 @@ class ClusterRuntime:
     # --- role changes seen in the store
 
     async def _watch_self(self) -> None:
+        tick = 0
         while True:
             await asyncio.sleep(WATCH_SELF_EVERY)
             if asyncio.current_task() is not self._watch_task:
                 return  # a role switch started another
+            tick += 1
             try:
-                await self._look_at_self()
+                await self._look_at_self(refresh_managers=tick % MANAGERS_EVERY == 0)
             except (SkiffError, OSError) as e:
                 log.debug("cluster: own record: %s", e)
 
-    async def _look_at_self(self) -> None:
+    async def _look_at_self(self, *, refresh_managers: bool) -> None:
         state, store = self.state, self.store
         if state is None or store is None:
             return
@@ -895,7 +913,7 @@ class ClusterRuntime:
         node = from_json(Node, kv.value)
         if node.role.value != state.role:
             await self._switch_role(node.role)
-        elif state.role == NodeRole.WORKER:
+        elif state.role == NodeRole.WORKER and refresh_managers:
             managers = await self.manager_addrs()
             if managers and managers != state.managers:
                 state.managers = managers
