@@ -358,3 +358,44 @@ def test_three_managers_on_the_labs_etcd(tmp_path: Path) -> None:
     finally:
         skiff(tmp_path, "lab", "down", name, check=False)
     assert not list(Path("/run/netns").glob(f"skiff-lab-{name}-*"))
+
+
+FAILOVER_BOUND = 20.0  # seconds from the leader's power cut to a new leader (leader TTL 5 s)
+
+
+@needs_cluster
+@pytest.mark.skipif(shutil.which("etcd") is None, reason="needs etcd (Debian etcd-server)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: after a power cut of the leader (its address silent, not refusing), the other "
+    "managers' etcd clients wait on the dead endpoint and nobody leads; with refused connections "
+    "failover takes < 5 s. Remove this mark once fixed.",
+)
+def test_leader_power_cut_another_manager_leads(tmp_path: Path) -> None:
+    name = "lf" + secrets.token_hex(2)
+    try:
+        skiff(tmp_path, "lab", "up", "--nodes", "3", "--managers", "3", "--etcd", "--name", name)
+        state = lab.load(name)
+        n1, n2, _ = state.nodes
+        first: Any = connect(n1.host)
+        assert first.cluster_inspect()["Leader"] == n1.node_id
+        first.service_create(to_plain(sleeper("ha", 3)))
+        wait_for(lambda: sum(ClusterLab(tmp_path, name).running("ha").values()) == 3, "3 replicas running")
+        skiff(tmp_path, "lab", "kill", "n1")
+        other: Any = connect(n2.host)
+        wait_for(
+            lambda: other.cluster_inspect()["Leader"] not in (None, n1.node_id),
+            "a new leader",
+            FAILOVER_BOUND,
+        )
+
+        def replicas_off_n1() -> bool:
+            running: Counter[str] = Counter()
+            for task in other.tasks(service="ha"):
+                if task["state"] == "running" and task["desired_state"] == "running":
+                    running[str(task["NodeHostname"])] += 1
+            return sum(running.values()) == 3 and "n1" not in running
+
+        wait_for(replicas_off_n1, "n1's replicas running on n2 and n3")
+    finally:
+        skiff(tmp_path, "lab", "down", name, check=False)
