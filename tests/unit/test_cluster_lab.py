@@ -162,3 +162,25 @@ def test_node_macs_are_fixed_and_distinct() -> None:
     assert len(macs) == 3 * lab.MAX_NODES
     assert lab.node_mac(5, 3) == "02:73:6b:05:03:01"
     assert all(int(m.split(":")[0], 16) & 0x02 and not int(m.split(":")[0], 16) & 0x01 for m in macs)
+
+
+def test_lab_context_follows_a_running_manager(lab_dirs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from skiff.client.contexts import ContextStore
+
+    monkeypatch.setenv("SKIFF_CONFIG", str(lab_dirs / "config"))
+    plan = lab.plan("ha", 4, managers=3, etcd=True)
+    for node in plan.nodes:
+        node.state = "running"
+    assert lab.retarget_context(plan) is None  # no context: nothing to change
+    store = ContextStore()
+    store.create("lab-ha", plan.nodes[0].host, "lab ha")
+    plan.nodes[0].state = "killed"
+    assert lab.retarget_context(plan) == plan.nodes[1].host
+    assert store.get("lab-ha").host == plan.nodes[1].host
+    assert store.get("lab-ha").description == "lab ha"
+    plan.nodes[0].state = "running"
+    assert lab.retarget_context(plan) == plan.nodes[0].host  # back to n1 once it runs again
+    for node in plan.nodes[:3]:
+        node.state = "killed"
+    assert lab.retarget_context(plan) is None  # the worker n4 is no manager
+    assert store.get("lab-ha").host == plan.nodes[0].host

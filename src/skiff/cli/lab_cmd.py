@@ -43,6 +43,13 @@ def _lab(cli: CliContext, name: str | None) -> labs.Lab:
     return labs.resolve_lab(name, _current_context(cli))
 
 
+def _context_host(lab: labs.Lab) -> str | None:
+    try:
+        return ContextStore().get(labs.context_name(lab.name)).host
+    except SkiffError:
+        return None
+
+
 def node_table(lab: labs.Lab) -> Table:
     title = f"lab {lab.name}: {lab.subnet} on bridge {lab.bridge}, sockets {lab.run_dir}/nK/skiff.sock"
     table = Table(title=title, title_justify="left")
@@ -138,8 +145,13 @@ def ls() -> None:
 def kill(cli: CliContext, node: str, name: str | None) -> None:
     """Cut a node's power: SIGKILL its skiffd, conmon and containers; its link goes down."""
     _need_root()
-    killed = labs.kill(_lab(cli, name).name, node)
+    lab = _lab(cli, name)
+    before = _context_host(lab)
+    killed = labs.kill(lab.name, node)
     out.print(f"{killed.name} killed")
+    after = _context_host(lab)
+    if after and after != before:
+        out.print(f"context {labs.context_name(lab.name)} now uses {after}")
 
 
 @lab_group.command("partition")

@@ -477,11 +477,9 @@ def node_pids(node: LabNode) -> set[int]:
 def _kill_node_processes(node: LabNode, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
+        # skiffd and etcd are found by their namespace and command line: a pid in lab.json
+        # alone could be another process's by now.
         pids = node_pids(node)
-        if node.pid and _alive(node.pid):
-            pids.add(node.pid)
-        if node.etcd_pid and _alive(node.etcd_pid):
-            pids.add(node.etcd_pid)
         if not pids:
             return
         for pid in pids:
@@ -665,6 +663,8 @@ class _ClusterClient(Protocol):
         advertise_addr: str | None = None,
         listen_addr: str = "0.0.0.0:2377",
     ) -> dict[str, Any]: ...
+
+    def cluster_join_token(self, role: str, *, rotate: bool = False) -> str: ...
 
     def nodes(self) -> list[dict[str, Any]]: ...
 
@@ -928,6 +928,7 @@ def kill(name: str, ref: str) -> LabNode:
     node.etcd_pid = None
     node.state = "killed"
     lab.save()
+    retarget_context(lab)
     return node
 
 
@@ -953,7 +954,30 @@ def restart(name: str, ref: str, progress: Progress = _quiet) -> LabNode:
     _reboot_cleanup(node)
     _make_node_net(lab, node)
     _boot(lab, [node], new_etcd=False, progress=progress)
+    retarget_context(lab)
     return node
+
+
+def retarget_context(lab: Lab) -> str | None:
+    """Point context ``lab-<name>`` at a running manager (n1 first); the host it now names.
+
+    After ``lab kill n1`` the CLI keeps working through another manager, as a docker context
+    listing several managers would. Nothing changes when no manager is running or the context
+    is gone (``down``).
+    """
+    from skiff.client.contexts import ContextStore
+
+    live = [n for n in lab.nodes if n.manager and n.state == "running"]
+    if not live:
+        return None
+    store = ContextStore()
+    try:
+        ctx = store.get(context_name(lab.name))
+    except SkiffError:
+        return None
+    if ctx.host != live[0].host:
+        store.create(ctx.name, live[0].host, ctx.description, replace=True)
+    return live[0].host
 
 
 def add_node(name: str, *, source_host: str | None = None, progress: Progress = _quiet) -> LabNode:
@@ -967,8 +991,7 @@ def add_node(name: str, *, source_host: str | None = None, progress: Progress = 
     _boot(lab, [node], new_etcd=False, progress=progress)
     _copy_images(lab, [node], source_host, progress)
     first = next(n for n in lab.nodes if n.state == "running" and n.manager)
-    client = cast(Any, _cluster_client(first))
-    token = str(client.cluster_join_token("worker"))
+    token = _cluster_client(first).cluster_join_token("worker")
     progress(f"{node.name}: cluster join as worker")
     joined = _cluster_client(node).cluster_join([first.cluster_addr], token, advertise_addr=node.cluster_addr)
     node.node_id = str(joined.get("NodeID", ""))
