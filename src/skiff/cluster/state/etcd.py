@@ -50,6 +50,7 @@ _OUT_OF_RANGE = 11
 _UNAVAILABLE = 14  # "leader changed", "no leader", "request timed out": the cluster is electing
 RETRY_ROUNDS = 20  # rounds over every endpoint while the members elect a leader
 RETRY_DELAY = 0.1  # seconds between rounds (an election takes a few election timeouts)
+WATCH_RETRY_S = 30.0  # a watch keeps resuming on the members this long before it gives up
 
 
 def _b64(s: str | bytes) -> str:
@@ -83,6 +84,14 @@ def _op(op: Op) -> dict[str, Any]:
 
 class EtcdError(StoreError):
     """etcd answered with an error (its own message is kept)."""
+
+
+def _code(answer: dict[str, Any]) -> int:
+    """The gRPC status code of an error answer (0: none); streams nest it under ``error``."""
+    error = answer.get("error")
+    if isinstance(error, dict):
+        return int(error.get("grpc_code", 0) or 0)
+    return int(answer.get("code", 0) or 0)
 
 
 def _raise_for(answer: dict[str, Any]) -> None:
@@ -155,7 +164,7 @@ class EtcdStore:
                 except (aiohttp.ClientError, TimeoutError, ConnectionError) as e:
                     last = e
                     continue
-                if int(answer.get("code", 0) or (answer.get("result") or {}).get("code", 0)) == _UNAVAILABLE:
+                if _code(answer) == _UNAVAILABLE or _code(answer.get("result") or {}) == _UNAVAILABLE:
                     last = answer.get("message") or answer.get("error") or "unavailable"
                     continue
                 self._next = (self._next + attempt) % len(self.endpoints)
@@ -301,12 +310,16 @@ class EtcdWatch:
 
     async def _run(self) -> None:
         failures = 0
+        first_failure = 0.0
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 try:
                     async for answer in self._stream():
                         failures = 0
                         result = answer.get("result") or {}
+                        if _code(answer) == _UNAVAILABLE:
+                            raise aiohttp.ClientPayloadError(f"etcd: {answer}")
                         _raise_for(answer)
                         if result.get("canceled"):
                             raise Compacted(int(result.get("compact_revision", 0)))
@@ -322,8 +335,12 @@ class EtcdWatch:
                             self._cursor = events[-1].kv.mod_revision + 1
                             await self._queue.put(events)
                 except (aiohttp.ClientError, TimeoutError, ConnectionError) as e:
+                    # a member died or the members are electing: resume on the next endpoint,
+                    # for as long as an election or a restart may take
+                    if failures == 0:
+                        first_failure = loop.time()
                     failures += 1
-                    if failures > 3 * len(self._store.endpoints):
+                    if loop.time() - first_failure > WATCH_RETRY_S:
                         raise Unavailable(f"etcd watch lost: {e}") from e
                     self._store._next = (self._store._next + 1) % len(self._store.endpoints)
                     await asyncio.sleep(min(1.0, 0.05 * failures))
