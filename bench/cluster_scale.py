@@ -11,6 +11,11 @@ For each store (SQLite, and etcd when Debian's ``etcd-server`` is installed) and
    death -> replicas running elsewhere** is, per lost replica, the time from the kill until its
    replacement is reported running; p50/p99 over all of them. It includes the lease TTL
    (``--ttl``): detection is most of it.
+4. leader failover: two managers run the leadership loop (``skiff.cluster.leadership``, each
+   with its own store client); the leading one freezes (its store calls hang forever, as a
+   SIGKILLed or partitioned process's) while a service is scaled up. **Failover** is the time
+   from the freeze until the other manager is elected (its election includes waiting out the
+   leader lease, ``--ttl``) and until its first committed plan (it loads the whole view first).
 
 Everything runs in this one process on one event loop — the leader, the store's client and
 every hollow agent — so the agents' work is counted against the leader's rate (on etcd the
@@ -34,6 +39,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,20 +47,25 @@ from tests.etcd_support import MAX_TXN_OPS, etcd_available, running_etcd
 
 from bench.common import write_result
 from skiff.cluster import ops
+from skiff.cluster.election import Election
+from skiff.cluster.leadership import lead_forever
 from skiff.cluster.model import (
     Placement,
     ResourceRequirements,
     Resources,
     RestartPolicy,
+    Service,
     ServiceSpec,
     Task,
     TaskTemplate,
+    from_json,
 )
 from skiff.cluster.orchestrator import Orchestrator
 from skiff.cluster.sim import CPU, GiB, HollowFleet
 from skiff.cluster.state.base import Store
 from skiff.cluster.state.etcd import EtcdStore
 from skiff.cluster.state.sqlite import SQLiteStore
+from skiff.cluster.view import ClusterView
 
 MiB = 1 << 20
 PLACEMENT_TARGET = 3750.0  # per second at 5,000 nodes (Nomad's C1M rate)
@@ -100,7 +111,137 @@ async def wait_until(event: asyncio.Event, done: Any, timeout: float) -> None:
             await asyncio.wait_for(event.wait(), min(left, 1.0))
 
 
-async def scenario(kind: str, nodes: int, replicas: int, services: int, kills: int, ttl: int) -> dict[str, Any]:
+class FreezableStore:
+    """A manager's store client that can freeze: every call after ``freeze()`` hangs, so its
+    keepalives stop and its lease expires in the store, as a crashed manager's."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.max_txn_ops = inner.max_txn_ops
+        self.frozen = False
+
+    async def _gate(self) -> None:
+        if self.frozen:
+            await asyncio.Future()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if name == "watch":
+            return self._watch
+        if not asyncio.iscoroutinefunction(attr):
+            return attr
+
+        async def call(*a: Any, **kw: Any) -> Any:
+            await self._gate()
+            result = await attr(*a, **kw)
+            await self._gate()
+            return result
+
+        return call
+
+    def _watch(self, prefix: str, *, start_revision: int = 0) -> Any:
+        outer, inner = self, self.inner.watch(prefix, start_revision=start_revision)
+        events_of = inner.__aiter__()
+
+        class FrozenWatch:
+            def __aiter__(self) -> FrozenWatch:
+                return self
+
+            async def __anext__(self) -> Any:
+                await outer._gate()
+                events = await events_of.__anext__()
+                await outer._gate()
+                return events
+
+            async def __aenter__(self) -> FrozenWatch:
+                return self
+
+            async def __aexit__(self, *exc: object) -> None:
+                await inner.close()
+
+            async def close(self) -> None:
+                await inner.close()
+
+        return FrozenWatch()
+
+
+async def failover(store: Store, service_id: str, extra: int, ttl: int) -> dict[str, float]:
+    """Two managers; the leader freezes as ``extra`` replicas are added to a service: seconds
+    until the other one is elected, and until its first committed plan."""
+    own: list[Store] = []
+
+    def client() -> Store:
+        if isinstance(store, EtcdStore):
+            c = EtcdStore(store.endpoints, max_txn_ops=store.max_txn_ops)
+            own.append(c)
+            return c
+        return store
+
+    a, b = FreezableStore(client()), client()
+    terms: dict[str, tuple[float, Orchestrator]] = {}
+    changed = asyncio.Event()
+
+    def recorder(name: str) -> Any:
+        def record(event: str, orch: Orchestrator | None) -> None:
+            if event == "leading" and orch is not None:
+                terms[name] = (time.perf_counter(), orch)
+                changed.set()
+
+        return record
+
+    stop = asyncio.Event()
+    run_a = asyncio.ensure_future(
+        lead_forever(
+            Election(a, "a", ttl=ttl),
+            lambda: Orchestrator(a, name="a", rng=random.Random(2)),
+            stop,
+            on_change=recorder("a"),
+        )
+    )
+    await wait_until(changed, lambda: "a" in terms, timeout=60)
+    run_b = asyncio.ensure_future(
+        lead_forever(
+            Election(b, "b", ttl=ttl),
+            lambda: Orchestrator(b, name="b", rng=random.Random(3)),
+            stop,
+            on_change=recorder("b"),
+        )
+    )
+    orch_a = terms["a"][1]
+    await wait_until(orch_a.passed, lambda: orch_a.stats["passes"] > 0, timeout=600)
+    if "b" in terms:
+        raise RuntimeError("the standby manager took over before the leader froze (a stalled leader?)")
+    kv = await store.get(f"/skiff/services/{service_id}")
+    assert kv is not None
+    svc = from_json(Service, kv.value)
+    gc.collect()
+    a.frozen = True
+    t0 = time.perf_counter()
+    await ops.update_service(
+        store, service_id, replace(svc.spec, replicas=svc.spec.replicas + extra), now=time.time()
+    )
+    await wait_until(changed, lambda: "b" in terms, timeout=120)
+    elected_s = terms["b"][0] - t0
+    orch_b = terms["b"][1]
+    await wait_until(orch_b.passed, lambda: orch_b.stats["placements"] >= extra, timeout=600)
+    plan_s = time.perf_counter() - t0
+    stop.set()
+    run_a.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await run_a
+    await run_b
+    await orch_a.stop()
+    for c in own:
+        await c.close()
+    print(
+        f"  leader frozen: new leader after {elected_s:.2f} s, its first plan committed after {plan_s:.2f} s"
+    )
+    return {"failover_elected_s": round(elected_s, 2), "failover_first_plan_s": round(plan_s, 2)}
+
+
+async def scenario(
+    kind: str, nodes: int, replicas: int, services: int, kills: int, ttl: int
+) -> dict[str, Any]:
     rng = random.Random(nodes)
     victims = {f"hollow{i:05d}" for i in rng.sample(range(nodes), kills)}
     running_at: dict[str, float] = {}  # task id -> when reported running
@@ -142,16 +283,22 @@ async def scenario(kind: str, nodes: int, replicas: int, services: int, kills: i
         )
         gc.collect()
         cpu0, t0 = time.process_time(), time.perf_counter()
+        first_service = ""
         for s in range(services):
-            spec = ServiceSpec(name=f"svc{s:03d}", template=tpl, replicas=per_service, restart=RestartPolicy(delay=0))
-            await ops.create_service(store, spec, now=time.time())
+            spec = ServiceSpec(
+                name=f"svc{s:03d}", template=tpl, replicas=per_service, restart=RestartPolicy(delay=0)
+            )
+            created = await ops.create_service(store, spec, now=time.time())
+            first_service = first_service or created.id
         total = per_service * services
         await wait_until(leader.passed, lambda: leader.stats["placements"] >= total, timeout=1800)
         placed_s = time.perf_counter() - t0
         placed_cpu = time.process_time() - cpu0
         await wait_until(progress, lambda: len(running_at) >= total, timeout=1800)
         running_s = time.perf_counter() - t0
-        print(f"  {kind} {nodes} nodes: {total} placed in {placed_s:.1f} s ({total / placed_s:,.0f}/s), running after {running_s:.1f} s")
+        print(
+            f"  {kind} {nodes} nodes: {total} placed in {placed_s:.1f} s ({total / placed_s:,.0f}/s), running after {running_s:.1f} s"
+        )
 
         # node deaths, one after another, once the cluster is quiet
         per_replica: list[float] = []
@@ -169,6 +316,8 @@ async def scenario(kind: str, nodes: int, replicas: int, services: int, kills: i
         stop.set()
         await loop_task
         await leader.stop()
+        leader.view = ClusterView()  # one view fewer in memory while two managers load theirs
+        took_over = await failover(store, first_service, 100, ttl)
         await fleet.stop()
     return {
         "store": kind,
@@ -182,6 +331,7 @@ async def scenario(kind: str, nodes: int, replicas: int, services: int, kills: i
         "reschedule_p99_s": round(pct(per_replica, 99), 2),
         "reschedule_node_max_s": round(max(per_node), 2),
         "replicas_rescheduled": len(per_replica),
+        **took_over,
         "stale_plans": leader.stats["stale"],
         "passes": leader.stats["passes"],
     }
@@ -230,6 +380,14 @@ def main() -> None:
                 "met": r["reschedule_p99_s"] <= RESCHEDULE_TARGET,
             }
         )
+        figures.append(
+            {
+                "what": f"leader failover: frozen leader -> new leader elected / its first committed plan, s, {r['nodes']} nodes, {r['store']}",
+                "value": f"{r['failover_elected_s']} / {r['failover_first_plan_s']}",
+                "target": None,
+                "met": None,
+            }
+        )
     for r in rows:
         print(r)
     if not args.no_write:
@@ -241,7 +399,7 @@ def main() -> None:
                     "replicas": args.replicas,
                     "services": args.services,
                     "kills": args.kills,
-                    "lease TTL s": args.ttl,
+                    "lease TTL s (nodes and leader)": args.ttl,
                     "reservation": "0.01 CPU, 64 MiB, spread=node.labels.zone (3 zones)",
                 },
                 "figures": figures,
