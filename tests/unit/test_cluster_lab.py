@@ -184,3 +184,28 @@ def test_lab_context_follows_a_running_manager(lab_dirs: Path, monkeypatch: pyte
         node.state = "killed"
     assert lab.retarget_context(plan) is None  # the worker n4 is no manager
     assert store.get("lab-ha").host == plan.nodes[0].host
+
+
+def test_lab_ls_and_root_check(
+    lab_dirs: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from skiff.cli import lab_cmd
+    from skiff.cli.main import run
+
+    monkeypatch.setenv("COLUMNS", "200")
+    assert run(["lab", "ls"]) == 0
+    assert "no lab is up" in capsys.readouterr().out
+    plan = lab.plan("demo", 3, index=6)
+    for node in plan.nodes:
+        node.state = "running"
+        node.node_id = f"node{node.index}" * 4
+    plan.nodes[2].state = "killed"
+    plan.save()
+    assert run(["lab", "ls"]) == 0
+    out = capsys.readouterr().out
+    assert "lab demo: 10.220.6.0/24" in out
+    assert "10.220.6.4" in out and "killed" in out and "node1node1no" in out
+    assert out.count("dead") == 2  # "running" in lab.json, but no such process
+    monkeypatch.setattr(lab_cmd.os, "geteuid", lambda: 1000)
+    assert run(["lab", "kill", "n3"]) == 1
+    assert "as root" in capsys.readouterr().err
