@@ -128,7 +128,18 @@ def test_lab_hosts_partition_kill_restart_down(tmp_path: Path) -> None:
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     assert f"skflab-{name}" not in links and f"sklv{name}n" not in links
     assert not list(Path("/sys/fs/cgroup").glob(f"**/skiff-lab-{name}-n*"))
+    assert (
+        f"skiff-lab-{name}"
+        not in subprocess.run(["iptables", "-w", "-S"], capture_output=True, text=True).stdout
+    )
     skiff(tmp_path, "lab", "down", name)  # again: nothing to do, no error
+    # A root left from before a reboot is not reused (its nodes would resume an old cluster).
+    Path(f"/var/lib/skiff-lab/{name}/n1").mkdir(parents=True)
+    try:
+        assert "exists already" in skiff(tmp_path, "lab", "up", "--nodes", "1", "--name", name, check=False)
+    finally:
+        skiff(tmp_path, "lab", "down", name)
+    assert not Path(f"/var/lib/skiff-lab/{name}").exists()
 
 
 # --- a three-node cluster ---------------------------------------------------------------------

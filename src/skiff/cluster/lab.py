@@ -287,6 +287,16 @@ def labs() -> list[Lab]:
     return out
 
 
+@contextlib.contextmanager
+def _labs_lock() -> Iterator[None]:
+    import fcntl
+
+    RUN_BASE.mkdir(parents=True, exist_ok=True)
+    with open(RUN_BASE / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def free_index(used: Sequence[int]) -> int:
     """The lowest lab subnet index not used by another lab nor routed on the host already."""
     taken = set(used)
@@ -792,16 +802,23 @@ def up(
     ``lab-<name>`` (n1's socket) and makes it current, remembering the one it replaces.
     """
     validate_name(name)
-    if (RUN_BASE / name).exists() or any(NETNS_DIR.glob(f"skiff-lab-{name}-n*")):
-        raise Conflict(f"lab {name!r} exists already (skiff lab down {name})")
+    plan(name, nodes, managers, etcd)  # the counts, before anything is made
     if etcd and not shutil.which("etcd"):
         raise NotFound("--etcd needs etcd (Debian package etcd-server)")
-    index = free_index([lab.index for lab in labs()])
-    lab = plan(name, nodes, managers, etcd, index=index)
-    lab.images = list(images) or list(DEFAULT_IMAGES)
-    lab.created = time.time()
-    try:
+    with _labs_lock():  # two `lab up` at once: distinct subnets, one lab per name
+        # A root without a run dir is a lab from before a reboot: its nodes would resume
+        # their old cluster, so it is removed first (skiff lab down), not reused.
+        if (
+            (RUN_BASE / name).exists()
+            or (ROOT_BASE / name).exists()
+            or any(NETNS_DIR.glob(f"skiff-lab-{name}-n*"))
+        ):
+            raise Conflict(f"lab {name!r} exists already (skiff lab down {name})")
+        lab = plan(name, nodes, managers, etcd, index=free_index([lab.index for lab in labs()]))
+        lab.images = list(images) or list(DEFAULT_IMAGES)
+        lab.created = time.time()
         lab.save()
+    try:
         progress(f"bridge {lab.bridge} {lab.gateway}/{lab.subnet.prefixlen}")
         _make_bridge(lab)
         for node in lab.nodes:
@@ -870,6 +887,12 @@ def _teardown(name: str, lab: Lab | None) -> None:
     _unmount_under(str(RUN_BASE / name), str(ROOT_BASE / name))
     shutil.rmtree(RUN_BASE / name, ignore_errors=True)
     shutil.rmtree(ROOT_BASE / name, ignore_errors=True)
+    with contextlib.suppress(OSError):  # the last lab: no trace of skiff lab is left
+        if [p.name for p in RUN_BASE.iterdir()] == [".lock"]:
+            (RUN_BASE / ".lock").unlink()
+        RUN_BASE.rmdir()
+    with contextlib.suppress(OSError):
+        ROOT_BASE.rmdir()
 
 
 def down(name: str, progress: Progress = _quiet) -> Lab | None:
