@@ -719,3 +719,21 @@ def test_progress_bar_and_generated_name() -> None:
     assert progress_bar("running") == "[" + "=" * 50 + ">]"
     name = spec_from_flags(_create_params(), "busybox", ()).name
     assert re.fullmatch(r"[a-z]+_[a-z]+", name), name
+
+
+def test_convergence_during_an_update_counts_and_shows_the_new_tasks_only() -> None:
+    spec = to_plain(spec_from_flags(_create_params(name="web", replicas=2), "busybox", ()))
+    svc = {"id": "svc", "spec": spec, "version": 2, "update_status": {"state": "updating"}}
+    old = _task("old2", 2, "running", NOW, spec_version=1)
+    new1 = _task("new1", 1, "running", NOW, spec_version=2)
+    new2 = _task("new2", 2, "preparing", NOW, spec_version=2)
+    state = Convergence(svc, [new1, old, new2])
+    assert not state.converged and state.up == 1
+    assert state.lines() == [
+        "overall progress: 1 out of 2 tasks",
+        "1/2: running   " + progress_bar("running"),
+        "2/2: preparing " + progress_bar("preparing"),
+    ]
+    svc["update_status"] = {"state": "completed"}
+    assert not Convergence(svc, [new1, old]).converged  # the old task still runs
+    assert Convergence(svc, [new1, dict(new2, state="running")]).converged

@@ -445,7 +445,8 @@ class Convergence:
         current = [t for t in self.live if int(t.get("spec_version") or 0) >= self.version]
         self.desired = len(self.live) if self.global_mode else int(spec.get("replicas", 1))
         self.up = min(self.desired, sum(1 for t in current if _is_up(t)))
-        self.slots = sorted(self.live, key=lambda t: (int(t.get("slot") or 0), str(t.get("node_id") or "")))
+        # the tasks of the current spec, one line each (an old task being replaced is not shown)
+        self.slots = sorted(current, key=lambda t: (int(t.get("slot") or 0), str(t.get("node_id") or "")))
 
     @property
     def converged(self) -> bool:
@@ -463,9 +464,9 @@ class Convergence:
     def lines(self) -> list[str]:
         what = "rolling back update: " if self.update_state.startswith("rollback") else ""
         out = [f"overall progress: {what}{self.up} out of {self.desired} tasks"]
-        for i, t in enumerate(self.slots, 1):
+        for t in self.slots:
             label = (
-                f"{i}/{self.desired}"
+                f"{t.get('slot')}/{self.desired}"
                 if not self.global_mode
                 else str(t.get("NodeHostname") or t.get("node_id"))
             )
@@ -514,74 +515,79 @@ def _converge(
     sleep: Callable[[float], None],
     clock: Callable[[], float],
 ) -> None:
-    out: list[str] = []
-    live: Live | None = None
-    if sys.stdout.isatty() and not quiet:
-        live = Live(console=Console(file=sys.stdout), auto_refresh=False)
-        live.start()
-
-    def show(lines: list[str]) -> None:
-        nonlocal out
-        if quiet or lines == out:
-            return
-        if live is not None:
-            live.update(Text("\n".join(lines)), refresh=True)
-        else:
-            click.echo("\n".join(lines))
-        out = lines
-
+    display = _Display(quiet=quiet, tty=sys.stdout.isatty())
     try:
-        _poll(client, ref, show, quiet=quiet, poll=poll, sleep=sleep, clock=clock, live=live)
+        _poll(client, ref, display, poll=poll, sleep=sleep, clock=clock)
     finally:
-        if live is not None:
-            live.stop()
+        display.close()
+
+
+class _Display:
+    """Progress lines: redrawn in place with rich on a terminal, printed when changed otherwise."""
+
+    def __init__(self, *, quiet: bool, tty: bool) -> None:
+        self.quiet = quiet
+        self.tty = tty
+        self.live: Live | None = None
+        self.shown: list[str] = []
+
+    def show(self, lines: list[str]) -> None:
+        if self.quiet or lines == self.shown:
+            return
+        self.shown = lines
+        if not self.tty:
+            click.echo("\n".join(lines))
+            return
+        if self.live is None:
+            self.live = Live(console=Console(file=sys.stdout), auto_refresh=False)
+            self.live.start()
+        self.live.update(Text("\n".join(lines)), refresh=True)
+
+    def say(self, text: str, err: bool = False) -> None:
+        """A line after the progress: the progress stays above it as it was last drawn."""
+        self.close()
+        self.shown = []
+        if not self.quiet or err:
+            click.echo(text, err=err)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
 
 
 def _poll(
     client: ClusterClient,
     ref: str,
-    show: Callable[[list[str]], None],
+    display: _Display,
     *,
-    quiet: bool,
     poll: float,
     sleep: Callable[[float], None],
     clock: Callable[[], float],
-    live: Live | None,
 ) -> None:
     stable_since: float | None = None
     while True:
         svc = client.service_inspect(ref)
         state = Convergence(svc, client.tasks(service=str(svc.get("id", ref))))
         if state.failed:
-            show(state.lines())
-            if live is not None:
-                live.stop()
-            click.echo(f"Error: {state.failed}", err=True)
+            display.show(state.lines())
+            display.say(f"Error: {state.failed}", err=True)
             raise ExitCode(1)
         monitor = float(((svc.get("spec") or {}).get("update") or {}).get("monitor", 5.0))
         monitor = min(monitor, 5.0)
         if state.converged:
             if stable_since is None:
                 stable_since = clock()
-                show(state.lines())
-                if monitor > 0 and not quiet:
-                    _say(live, f"verify: Waiting {monitor:g} seconds to verify that tasks are stable...")
+                display.show(state.lines())
+                if monitor > 0:
+                    display.say(f"verify: Waiting {monitor:g} seconds to verify that tasks are stable...")
             if clock() - stable_since >= monitor:
-                if not quiet:
-                    _say(live, "verify: Service converged")
+                display.say("verify: Service converged")
                 return
         else:
             stable_since = None
-            show(state.lines())
+            display.show(state.lines())
         sleep(poll)
-
-
-def _say(live: Live | None, text: str) -> None:
-    """A line printed below the progress (which stays live on a terminal)."""
-    if live is not None:
-        live.console.print(text, markup=False, highlight=False)
-    else:
-        click.echo(text)
 
 
 def register(group: click.Group) -> None:
