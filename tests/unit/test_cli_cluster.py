@@ -628,6 +628,10 @@ def test_service_create_ls_ps_scale_update_rm() -> None:
     assert r.output.splitlines()[1].split()[1:5] == ["web.1", "busybox", "host1", "Running"]
     r = run_cli(service, fake, ["scale", "-d", "web=4"])
     assert r.output == "web scaled to 4\n" and fake.service_inspect("web")["spec"]["replicas"] == 4
+    run_cli(service, fake, ["create", "-d", "--name", "everywhere", "--mode", "global", "busybox"])
+    r = run_cli(service, fake, ["scale", "-d", "everywhere=2", "web=4"])
+    assert r.exit_code == 1 and "everywhere: scale can only be used with replicated mode" in r.output
+    run_cli(service, fake, ["rm", "everywhere"])
     r = run_cli(service, fake, ["update", "-d", "--env-add", "X=1", "web"])
     assert r.exit_code == 0, r.output
     assert fake.service_inspect("web")["spec"]["template"]["env"] == ["X=1"]

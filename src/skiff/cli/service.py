@@ -32,7 +32,7 @@ from skiff.cli.filters import parse_filters
 from skiff.cli.format.table import render_rows, single
 from skiff.cli.service_spec import parse_scale, spec_from_flags, update_spec
 from skiff.cluster.model import ServiceSpec
-from skiff.errors import SkiffError
+from skiff.errors import InvalidArgument, SkiffError
 from skiff.types.codec import decode, to_plain
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -245,7 +245,7 @@ def scale(obj: CliContext, pairs: tuple[str, ...], detach: bool) -> None:
             current = client.service_inspect(name)
             spec = decode(ServiceSpec, current["spec"])
             if spec.mode.value != "replicated":
-                raise SkiffError(f"scale can only be used with replicated mode: {name} is {spec.mode.value}")
+                raise InvalidArgument(f"{name}: scale can only be used with replicated mode")
             client.service_update(name, to_plain(_with_replicas(spec, count)))
             click.echo(f"{name} scaled to {count}")
             done.append(name)
