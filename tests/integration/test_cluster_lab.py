@@ -296,6 +296,41 @@ def test_global_service_on_a_node_that_joins_later(cluster: ClusterLab) -> None:
         cluster.manager.service_rm("everywhere")
 
 
+def node_status(cluster: ClusterLab, hostname: str) -> str:
+    return next(str(n["Status"]).lower() for n in cluster.manager.nodes() if n["hostname"] == hostname)
+
+
+def service_containers(node: lab.LabNode, service: str) -> list[str]:
+    """Running containers of ``service`` on ``node``, asked from its own skiffd."""
+    return [
+        c["Id"]
+        for c in connect(node.host).containers()
+        if c["Labels"].get("com.skiff.cluster.service.name") == service
+    ]
+
+
+@needs_cluster
+def test_partitioned_node_replicas_move_and_heal_removes_its_stale_ones(cluster: ClusterLab) -> None:
+    cluster.create(sleeper("split", 6))
+    n3 = cluster.state.node("n3")
+    try:
+        wait_for(lambda: cluster.running("split")["n3"] > 0, "replicas on n3")
+        cluster.skiff("lab", "partition", "n3")
+        wait_for(lambda: node_status(cluster, "n3") == "down", "n3 down")
+        wait_for(
+            lambda: sum(cluster.running("split").values()) == 6 and "n3" not in cluster.running("split"),
+            "6 replicas on n1 and n2",
+        )
+        assert service_containers(n3, "split")  # cut off, not dead: its containers still run
+        cluster.skiff("lab", "partition", "n3", "--heal")
+        wait_for(lambda: node_status(cluster, "n3") == "ready", "n3 ready again")
+        wait_for(lambda: not service_containers(n3, "split"), "n3's stale replicas removed")
+        assert sum(cluster.running("split").values()) == 6
+    finally:
+        cluster.skiff("lab", "partition", "n3", "--heal", check=False)
+        cluster.manager.service_rm("split")
+
+
 @needs_cluster
 def test_killed_node_replicas_run_elsewhere(cluster: ClusterLab) -> None:
     cluster.create(sleeper("survive", 6))
