@@ -38,6 +38,7 @@ from skiff.cluster.model import (
     UpdatePolicy,
 )
 from skiff.types.codec import to_plain
+from tests.daemon_fixture import Daemon
 
 BIN = Path(sys.executable).parent
 CONVERGE = 90.0
@@ -90,17 +91,21 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = CONVERGE) -> 
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
-def test_lab_hosts_partition_kill_restart_down(tmp_path: Path) -> None:
+def test_lab_hosts_partition_kill_restart_down(tmp_path: Path, daemon: Daemon) -> None:
     name = "lt" + secrets.token_hex(2)
     try:
-        out = skiff(tmp_path, "lab", "up", "--nodes", "2", "--name", name, "--no-cluster")
+        # -H: the daemon the images come from (the test daemon has busybox)
+        out = skiff(tmp_path, "-H", daemon.host, "lab", "up", "--nodes", "2", "--name", name, "--no-cluster")
         assert "n1" in out and "n2" in out
+        assert "n2: loading busybox" in out  # saved from the daemon, not bootstrapped
         assert current_context(tmp_path) == f"lab-{name}"
         state = lab.load(name)
         n1, n2 = state.nodes
+        source_image = daemon.client().inspect_image("busybox:latest")["Id"]
         for node in state.nodes:
             info = connect(node.host).info()
             assert info["Name"] == node.name  # its own UTS namespace
+            assert connect(node.host).inspect_image("busybox:latest")["Id"] == source_image  # copied
             assert node.pid and lab.node_status(node) == "running"
         assert reaches(n1, n2) and reaches(n2, n1)
         # The lab network is the only one: no default route out of a node.
