@@ -204,3 +204,35 @@ def test_restarts_stop_at_max_attempts() -> None:
             assert len(await c.tasks(bad)) == 3
 
     asyncio.run(main())
+
+
+def test_a_pass_reconciles_a_bounded_number_of_tasks_and_the_next_resumes() -> None:
+    """A new leader finds every service dirty; each pass reconciles at most ``max_pass_scan``
+    tasks' worth of services (at least one service), and the next pass starts with those left."""
+
+    async def main() -> None:
+        from skiff.cluster.orchestrator import Orchestrator
+        from skiff.cluster.state.memory import MemoryStore
+
+        store = MemoryStore()
+        ids = sorted([(await ops.create_service(store, spec(f"s{i}", 4), now=0)).id for i in range(3)])
+        leader = Orchestrator(store)
+        await leader.start()
+        await leader.run_pass()  # creates the tasks (pending: no nodes)
+        assert all(len(leader.view.by_service[i]) == 4 for i in ids)
+        leader.max_pass_scan = 5  # one service of 4 tasks, then a second: 8 >= 5
+        leader.view.dirty = set(ids)
+        leader.prepare()
+        assert leader.view.dirty == {ids[2]}
+        leader.max_pass_scan = 1
+        leader.view.dirty = set(ids)
+        leader.prepare()  # resumes with the service the previous pass left
+        assert leader.view.dirty == {ids[0], ids[1]}
+        leader.prepare()
+        assert leader.view.dirty == {ids[1]}
+        leader.prepare()
+        assert not leader.view.dirty
+        await leader.stop()
+        await store.close()
+
+    asyncio.run(main())

@@ -17,6 +17,7 @@ two planners deterministically.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import random
@@ -39,6 +40,10 @@ ASSIGNED_MESSAGE = "scheduler assigned task to node"
 # Tasks created or placed per pass. A pass runs on the event loop without yielding; bounding it
 # keeps the leader answering (keepalives, API calls, watches) while it places 100,000 replicas.
 MAX_PASS_TASKS = 2000
+# Tasks reconciled per pass. A new leader finds every service dirty: reconciling 100,000 tasks
+# in one pass would hold the event loop for seconds, and a leader that cannot send its lease's
+# keepalives loses its leadership (and the next leader would do the same).
+MAX_PASS_SCAN = 20_000
 
 
 @dataclass
@@ -64,6 +69,7 @@ class Orchestrator:
         history_limit: int = HISTORY_LIMIT,
         max_plan_ops: int | None = None,
         max_pass_tasks: int = MAX_PASS_TASKS,
+        max_pass_scan: int = MAX_PASS_SCAN,
         name: str = "leader",
     ) -> None:
         self.store = store
@@ -73,12 +79,14 @@ class Orchestrator:
         self.history_limit = history_limit
         self.max_plan_ops = min(max_plan_ops or store.max_txn_ops, store.max_txn_ops)
         self.max_pass_tasks = max_pass_tasks
+        self.max_pass_scan = max_pass_scan
         self.view = ClusterView()
         self.timers: dict[str, float] = {}  # service -> when the reconciler wants another look
         self._watch_task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._advanced = asyncio.Event()
         self.passed = asyncio.Event()
+        self._resume = ""  # the first service a pass cut short left for the next one
         self._index: tuple[int, NodeIndex] | None = None  # (view.nodes_version, index over view.nodes)
         self.stats = {"passes": 0, "stale": 0, "placements": 0}
 
@@ -177,11 +185,18 @@ class Orchestrator:
         if self._index is None or self._index[0] != view.nodes_version or nodes is not view.nodes:
             self._index = (view.nodes_version, NodeIndex(nodes))
         scheduler = Scheduler(nodes, view.usage, self.rng, index=self._index[1])
-        budget = self.max_pass_tasks
-        for service_id in sorted(services):
-            if budget <= 0:  # the rest waits for the next pass, after the loop served others
+        budget, scan = self.max_pass_tasks, self.max_pass_scan
+        order = sorted(services)
+        if self._resume:  # the last pass was cut short: the services it left go first
+            cut = bisect.bisect_left(order, self._resume)
+            order = order[cut:] + order[:cut]
+        self._resume = ""
+        for service_id in order:
+            if budget <= 0 or scan <= 0:  # the rest waits for the next pass, after the loop served others
                 view.dirty.add(service_id)
+                self._resume = self._resume or service_id
                 continue
+            scan -= len(view.by_service.get(service_id, ()))
             budget -= self._service_pass(service_id, nodes, scheduler, builder, now, result, budget)
         result.plans = builder.build()
         if view.dirty:
