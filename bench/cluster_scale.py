@@ -17,9 +17,10 @@ For each store (SQLite, and etcd when Debian's ``etcd-server`` is installed) and
    from the freeze until the other manager is elected (its election includes waiting out the
    leader lease, ``--ttl``) and until its first committed plan (it loads the whole view first).
 
-Everything runs in this one process on one event loop — the leader, the store's client and
-every hollow agent — so the agents' work is counted against the leader's rate (on etcd the
-store itself is a separate process). Private dirs under /tmp/skiff-bench-cluster-*, removed
+The leader and the store's client run in this process on one event loop. On SQLite the hollow
+agents do too (the store lives in this process), so their work is counted against the leader's
+rate; on etcd (a separate process) they run in a process of their own, as real agents would
+(``--fleet-in-process`` keeps them here). Private dirs under /tmp/skiff-bench-cluster-*, removed
 afterwards; etcd (from ``tests/etcd_support.py``) on loopback ports, stopped by its pid.
 
     .venv/bin/python -m bench.cluster_scale --nodes 1000,5000 --replicas 100000
@@ -31,11 +32,14 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import json
 import math
+import os
 import random
 import shutil
 import signal
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -177,6 +181,7 @@ async def failover(store: Store, service_id: str, extra: int, ttl: int) -> dict[
             return c
         return store
 
+    gc.collect()  # now, not while the managers' leases need their keepalives
     a, b = FreezableStore(client()), client()
     terms: dict[str, tuple[float, Orchestrator]] = {}
     changed = asyncio.Event()
@@ -214,7 +219,6 @@ async def failover(store: Store, service_id: str, extra: int, ttl: int) -> dict[
     kv = await store.get(f"/skiff/services/{service_id}")
     assert kv is not None
     svc = from_json(Service, kv.value)
-    gc.collect()
     a.frozen = True
     t0 = time.perf_counter()
     await ops.update_service(
@@ -239,8 +243,125 @@ async def failover(store: Store, service_id: str, extra: int, ttl: int) -> dict[
     return {"failover_elected_s": round(elected_s, 2), "failover_first_plan_s": round(plan_s, 2)}
 
 
+def fleet_options(nodes: int, ttl: int) -> dict[str, Any]:
+    return {
+        "cpus": 16 * CPU,
+        "memory": 64 * GiB,
+        "ttl": ttl,
+        "labels": lambda i: {"zone": f"z{i % 3}"},
+    }
+
+
+class FleetProcess:
+    """The hollow fleet in a process of its own (etcd only), as real agents are: its watch,
+    reports and keepalives stop competing with the leader for this process's CPU. It tells us
+    each task it reported running (``R <task> <predecessor|-> <time>`` lines) and takes ``kill
+    <node>`` commands; stopped by its pid."""
+
+    def __init__(self, endpoints: list[str], nodes: int, ttl: int, on_running: Any) -> None:
+        self.args = {"endpoints": endpoints, "nodes": nodes, "ttl": ttl}
+        self.on_running = on_running
+        self.proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self, *, own_lease: frozenset[str]) -> None:
+        self.args["own_lease"] = sorted(own_lease)
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.cluster_scale",
+            "--fleet-child",
+            json.dumps(self.args),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        line = await self.proc.stdout.readline()
+        if line.strip() != b"ready":
+            raise RuntimeError(f"hollow fleet process did not start: {line!r}")
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            parts = line.split()
+            if len(parts) == 4 and parts[0] == b"R":
+                pred = parts[2].decode()
+                self.on_running(parts[1].decode(), "" if pred == "-" else pred, float(parts[3]))
+
+    def kill(self, node_id: str) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(f"kill {node_id}\n".encode())
+
+    async def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.proc.wait(), 30)
+        except TimeoutError:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            await self.proc.wait()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+
+def fleet_child(spec: str) -> None:
+    """The child side of ``FleetProcess``."""
+    args = json.loads(spec)
+    stopping = asyncio.Event()
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stopping.set)
+        endpoints = args["endpoints"]
+        store = EtcdStore(endpoints, max_txn_ops=MAX_TXN_OPS)
+        out = sys.stdout
+
+        def on_running(task: Task, now: float) -> None:
+            out.write(f"R {task.id} {task.predecessor or '-'} {now}\n")
+
+        fleet = HollowFleet(
+            store,
+            args["nodes"],
+            lease_group=50,
+            on_running=on_running,
+            keepalive_store=lambda: EtcdStore(endpoints),
+            **fleet_options(args["nodes"], args["ttl"]),
+        )
+        await fleet.start(own_lease=frozenset(args["own_lease"]))
+        out.write("ready\n")
+        out.flush()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+        async def commands() -> None:
+            async for line in reader:
+                if line.startswith(b"kill "):
+                    fleet.kill(line.split()[1].decode())
+
+        async def flush() -> None:
+            while True:
+                out.flush()
+                await asyncio.sleep(0.02)
+
+        helpers = [asyncio.ensure_future(commands()), asyncio.ensure_future(flush())]
+        await stopping.wait()
+        for h in helpers:
+            h.cancel()
+        await fleet.stop()
+        await store.close()
+        out.flush()
+
+    asyncio.run(run())
+
+
 async def scenario(
-    kind: str, nodes: int, replicas: int, services: int, kills: int, ttl: int
+    kind: str, nodes: int, replicas: int, services: int, kills: int, ttl: int, fleet_process: bool = False
 ) -> dict[str, Any]:
     rng = random.Random(nodes)
     victims = {f"hollow{i:05d}" for i in rng.sample(range(nodes), kills)}
@@ -255,18 +376,28 @@ async def scenario(
         progress.set()
 
     async with open_store(kind) as store:
-        fleet = HollowFleet(
-            store,
-            nodes,
-            cpus=16 * CPU,
-            memory=64 * GiB,
-            ttl=ttl,
-            labels=lambda i: {"zone": f"z{i % 3}"},
-            lease_group=1 if kind == "sqlite" else 50,
-            on_running=on_running,
-            # etcd: the hollow agents' keepalives come from a thread, as from other processes
-            keepalive_store=(lambda: EtcdStore(store.endpoints)) if isinstance(store, EtcdStore) else None,
-        )
+        fleet: HollowFleet | FleetProcess
+        if fleet_process and isinstance(store, EtcdStore):
+
+            def ran(task_id: str, predecessor: str, now: float) -> None:
+                running_at[task_id] = now
+                if predecessor:
+                    replaced_at[predecessor] = now
+                progress.set()
+
+            fleet = FleetProcess(store.endpoints, nodes, ttl, ran)
+        else:
+            fleet = HollowFleet(
+                store,
+                nodes,
+                lease_group=1 if kind == "sqlite" else 50,
+                on_running=on_running,
+                # etcd: the hollow agents' keepalives come from a thread, as from other processes
+                keepalive_store=(lambda: EtcdStore(store.endpoints))
+                if isinstance(store, EtcdStore)
+                else None,
+                **fleet_options(nodes, ttl),
+            )
         t = time.perf_counter()
         await fleet.start(own_lease=frozenset(victims))
         join_s = time.perf_counter() - t
@@ -322,6 +453,7 @@ async def scenario(
     return {
         "store": kind,
         "nodes": nodes,
+        "hollow agents": "own process" if isinstance(fleet, FleetProcess) else "in the leader's process",
         "replicas": total,
         "join_s": round(join_s, 2),
         "placements_per_s": round(total / placed_s),
@@ -351,7 +483,16 @@ def main() -> None:
     ap.add_argument("--ttl", type=int, default=3, help="node lease TTL in seconds")
     ap.add_argument("--stores", default="sqlite,etcd")
     ap.add_argument("--no-write", action="store_true", help="print only; leave bench/results alone")
+    ap.add_argument(
+        "--fleet-in-process",
+        action="store_true",
+        help="etcd: run the hollow agents in the leader's process too (SQLite always does)",
+    )
+    ap.add_argument("--fleet-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.fleet_child:
+        fleet_child(args.fleet_child)
+        return
     stores = [s for s in args.stores.split(",") if s]
     notes: list[str] = []
     if "etcd" in stores and not etcd_available():
@@ -360,7 +501,13 @@ def main() -> None:
     rows = []
     for kind in stores:
         for n in (int(x) for x in args.nodes.split(",")):
-            rows.append(asyncio.run(scenario(kind, n, args.replicas, args.services, args.kills, args.ttl)))
+            rows.append(
+                asyncio.run(
+                    scenario(
+                        kind, n, args.replicas, args.services, args.kills, args.ttl, not args.fleet_in_process
+                    )
+                )
+            )
     figures = []
     for r in rows:
         at_target_scale = r["nodes"] >= 5000
