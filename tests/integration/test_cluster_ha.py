@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from collections import Counter
@@ -24,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from skiff.cluster import keys, ops
-from skiff.cluster.election import parse_leader
+from skiff.cluster.election import Election, parse_leader
 from skiff.cluster.model import Service, ServiceSpec, Task, TaskState, from_json
 from skiff.cluster.sim import HollowFleet
 from skiff.cluster.state.etcd import EtcdStore
@@ -231,3 +232,45 @@ async def _scenario(
         (t.service_id, t.slot) for t in await all_tasks(store) if t.desired_state is TaskState.RUNNING
     )
     assert max(per_slot.values()) == 1
+
+
+@contextlib.contextmanager
+def silent_endpoint() -> Iterator[str]:
+    """An address that accepts TCP connections (the kernel's backlog) and never answers: what a
+    member that lost power looks like to a connection established before."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_silent_member_does_not_hang_watches_or_campaigns(etcd3: EtcdCluster) -> None:
+    async def main() -> None:
+        with silent_endpoint() as silent:
+            store = EtcdStore([silent, *etcd3.endpoints], timeout=1.0, watch_idle=1.0)
+            other = EtcdStore(etcd3.endpoints)
+            try:
+                # a watch whose first connection goes to the silent member moves on to a live one
+                start = await other.revision() + 1
+                async with store.watch("/skiff-test/", start_revision=start) as w:
+                    await other.put("/skiff-test/a", b"1")
+                    events = await asyncio.wait_for(anext(aiter(w)), 15)
+                assert [e.kv.key for e in events] == ["/skiff-test/a"]
+                # a candidate whose store tries the silent member first still takes over
+                a = Election(other, "a", ttl=LEADER_TTL)
+                await a.campaign()
+                store._next = 0
+                b = Election(store, "b", ttl=LEADER_TTL)
+                waiting = asyncio.ensure_future(b.campaign())
+                await asyncio.sleep(0.5)
+                assert not waiting.done()
+                store._next = 0  # its watch, if any, and its next reads go to the silent one first
+                await a.resign()
+                await asyncio.wait_for(waiting, FAILOVER_BOUND)
+                assert b.is_leader
+                await b.close()
+            finally:
+                await store.close()
+                await other.close()
+
+    asyncio.run(main())

@@ -285,3 +285,45 @@ def test_own_stall_past_the_ttl_does_not_depose_on_an_in_process_store() -> None
         await store.close()
 
     asyncio.run(main())
+
+
+class HungWatchStore(FreezableStore):
+    """Every call works, but watches never deliver anything: a watch stuck on a store endpoint
+    that went silent (a member's power cut leaves an established connection that says nothing)."""
+
+    def _watch(self, prefix: str, *, start_revision: int = 0) -> Any:
+        class W:
+            def __aiter__(self) -> W:
+                return self
+
+            async def __anext__(self) -> Any:
+                await asyncio.Future()
+
+            async def __aenter__(self) -> W:
+                return self
+
+            async def __aexit__(self, *exc: object) -> None:
+                pass
+
+            async def close(self) -> None:
+                pass
+
+        return W()
+
+
+def test_a_candidate_on_a_silent_watch_still_campaigns_again() -> None:
+    async def main() -> None:
+        store = MemoryStore()
+        a = Election(store, "a", ttl=TTL)
+        b = Election(HungWatchStore(store), "b", ttl=TTL)  # type: ignore[arg-type]
+        await a.campaign()
+        waiting = asyncio.ensure_future(b.campaign())
+        await asyncio.sleep(0.1)
+        assert not waiting.done()
+        await a.resign()  # the key goes; b's watch never says so
+        await within(3 * TTL + 2, waiting)
+        assert b.is_leader
+        await b.close()
+        await store.close()
+
+    asyncio.run(main())

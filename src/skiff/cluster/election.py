@@ -113,9 +113,20 @@ class Election:
         return False
 
     async def _await_delete(self, start_revision: int) -> None:
-        kv = await self.store.get(self.key)
-        if kv is None:
-            return
+        """Return once the key is gone. The watch is bounded: every TTL the key is read again,
+        so a watch stuck on a store endpoint that went silent (a member's power cut) cannot
+        keep this candidate from campaigning."""
+        while True:
+            kv = await self.store.get(self.key)
+            if kv is None:
+                return
+            try:
+                await asyncio.wait_for(self._watch_delete(start_revision), max(1, self.ttl))
+                return
+            except TimeoutError:
+                continue
+
+    async def _watch_delete(self, start_revision: int) -> None:
         async with self.store.watch(self.key, start_revision=start_revision) as w:
             async for events in w:
                 if any(e.kv.key == self.key and e.type is EventType.DELETE for e in events):

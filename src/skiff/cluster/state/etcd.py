@@ -51,6 +51,9 @@ _UNAVAILABLE = 14  # "leader changed", "no leader", "request timed out": the clu
 RETRY_ROUNDS = 20  # rounds over every endpoint while the members elect a leader
 RETRY_DELAY = 0.1  # seconds between rounds (an election takes a few election timeouts)
 WATCH_RETRY_S = 30.0  # a watch keeps resuming on the members this long before it gives up
+# A watch that heard nothing this long reconnects (from its cursor, on the next member): a member
+# that lost power leaves an established connection that stays silent forever.
+WATCH_IDLE_S = 10.0
 
 
 def _b64(s: str | bytes) -> str:
@@ -118,6 +121,7 @@ class EtcdStore:
         max_txn_ops: int = 128,
         timeout: float = 10.0,
         page: int = RANGE_PAGE,
+        watch_idle: float = WATCH_IDLE_S,
     ) -> None:
         if not endpoints:
             raise InvalidArgument("no etcd endpoints given")
@@ -125,6 +129,7 @@ class EtcdStore:
         self.max_txn_ops = max_txn_ops
         self.timeout = timeout
         self.page = page
+        self.watch_idle = watch_idle
         self._next = 0  # index of the endpoint to try first
         self._session: aiohttp.ClientSession | None = None
 
@@ -355,7 +360,10 @@ class EtcdWatch:
         if self._cursor:
             create["start_revision"] = str(self._cursor)
         endpoint = store.endpoints[store._next]
-        async with store._http().post(endpoint + "/v3/watch", json={"create_request": create}) as resp:
+        idle = aiohttp.ClientTimeout(total=None, sock_connect=store.timeout, sock_read=store.watch_idle)
+        async with store._http().post(
+            endpoint + "/v3/watch", json={"create_request": create}, timeout=idle
+        ) as resp:
             buf = bytearray()  # one message per line; a big revision makes a line of megabytes
             scanned = 0
             async for chunk in resp.content.iter_any():
