@@ -18,6 +18,7 @@ import asyncio
 import binascii
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Self
 
@@ -54,6 +55,12 @@ WATCH_RETRY_S = 30.0  # a watch keeps resuming on the members this long before i
 # A watch that heard nothing this long reconnects (from its cursor, on the next member): a member
 # that lost power leaves an established connection that stays silent forever.
 WATCH_IDLE_S = 10.0
+SUSPECT_S = 30.0  # an endpoint that failed is tried after the others for this long
+# With several members, a single-key request (get, put, lease calls, small transactions) gives
+# one member this long before trying the next: a member that lost power never answers, and
+# waiting the full timeout on it would outlast leases. Big ranges and plans get ``timeout``.
+QUICK_TIMEOUT = 3.0
+QUICK_OPS = 16  # transactions with at most this many compares and operations count as quick
 
 
 def _b64(s: str | bytes) -> str:
@@ -131,35 +138,51 @@ class EtcdStore:
         self.page = page
         self.watch_idle = watch_idle
         self._next = 0  # index of the endpoint to try first
+        self._suspect: dict[int, float] = {}  # endpoint index -> when it last failed (monotonic)
         self._session: aiohttp.ClientSession | None = None
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._quick_timeout()),
                 connector=aiohttp.TCPConnector(limit=64),
             )
         return self._session
 
-    async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _quick_timeout(self) -> float:
+        return min(self.timeout, QUICK_TIMEOUT) if len(self.endpoints) > 1 else self.timeout
+
+    def _order(self) -> list[int]:
+        """Endpoint indexes to try, from ``_next`` on; those that failed recently go last."""
+        n, now = len(self.endpoints), time.monotonic()
+        ring = [(self._next + k) % n for k in range(n)]
+        fresh = [i for i in ring if now - self._suspect.get(i, -SUSPECT_S) >= SUSPECT_S]
+        return fresh + [i for i in ring if i not in fresh]
+
+    def _failed(self, index: int) -> None:
+        self._suspect[index] = time.monotonic()
+        if self._next == index:
+            self._next = self._order()[0]
+
+    async def _call(self, path: str, body: dict[str, Any], *, quick: bool = False) -> dict[str, Any]:
         """POST ``body`` to the first endpoint that answers; the first JSON object it returns.
 
         An endpoint that cannot be reached, or that answers "unavailable" (the members are
-        electing a leader, or it lost the quorum), is skipped for the next one; after a round
-        over every endpoint the store waits briefly and goes round again, for as long as an
-        election takes. A retried write may have been applied already: puts and deletes are
-        idempotent, and a transaction's compares then fail (the caller re-reads).
+        electing a leader, or it lost the quorum), is skipped for the next one (and tried last
+        for a while); after a round over every endpoint the store waits briefly and goes round
+        again, for as long as an election takes. A retried write may have been applied already:
+        puts and deletes are idempotent, and a transaction's compares then fail (the caller
+        re-reads).
         """
         last: Exception | str | None = None
+        timeout = aiohttp.ClientTimeout(total=self._quick_timeout() if quick else self.timeout)
         for round_ in range(RETRY_ROUNDS):
             if round_:
                 await asyncio.sleep(RETRY_DELAY * min(round_, 5))
-            for attempt in range(len(self.endpoints)):
-                endpoint = self.endpoints[(self._next + attempt) % len(self.endpoints)]
+            for index in self._order():
+                endpoint = self.endpoints[index]
                 try:
-                    async with self._http().post(
-                        endpoint + path, json=body, timeout=aiohttp.ClientTimeout(total=self.timeout)
-                    ) as resp:
+                    async with self._http().post(endpoint + path, json=body, timeout=timeout) as resp:
                         text = (
                             await resp.content.readuntil(b"\n")
                             if path.startswith("/v3/lease/keepalive")
@@ -168,11 +191,13 @@ class EtcdStore:
                         answer: dict[str, Any] = json.loads(text if text is not None else await resp.read())
                 except (aiohttp.ClientError, TimeoutError, ConnectionError) as e:
                     last = e
+                    self._failed(index)
                     continue
                 if _code(answer) == _UNAVAILABLE or _code(answer.get("result") or {}) == _UNAVAILABLE:
                     last = answer.get("message") or answer.get("error") or "unavailable"
                     continue
-                self._next = (self._next + attempt) % len(self.endpoints)
+                self._next = index
+                self._suspect.pop(index, None)
                 _raise_for(answer)
                 return answer
             if not isinstance(last, str) and round_ >= 1:
@@ -182,7 +207,7 @@ class EtcdStore:
     # --- reads
 
     async def get(self, key: str) -> KeyValue | None:
-        answer = await self._call("/v3/kv/range", {"key": _b64(key)})
+        answer = await self._call("/v3/kv/range", {"key": _b64(key)}, quick=True)
         kvs = answer.get("kvs") or []
         return _kv(kvs[0]) if kvs else None
 
@@ -205,7 +230,7 @@ class EtcdStore:
             start = page[-1].key + "\x00"
 
     async def revision(self) -> int:
-        answer = await self._call("/v3/kv/range", {"key": _b64("\x00"), "count_only": True})
+        answer = await self._call("/v3/kv/range", {"key": _b64("\x00"), "count_only": True}, quick=True)
         return int(answer["header"]["revision"])
 
     # --- writes
@@ -214,11 +239,11 @@ class EtcdStore:
         body: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
         if lease:
             body["lease"] = str(lease)
-        answer = await self._call("/v3/kv/put", body)
+        answer = await self._call("/v3/kv/put", body, quick=True)
         return int(answer["header"]["revision"])
 
     async def delete(self, key: str) -> int:
-        answer = await self._call("/v3/kv/deleterange", {"key": _b64(key)})
+        answer = await self._call("/v3/kv/deleterange", {"key": _b64(key)}, quick=True)
         return int(answer["header"]["revision"])
 
     async def txn(
@@ -233,7 +258,8 @@ class EtcdStore:
             "success": [_op(op) for op in success],
             "failure": [_op(op) for op in failure],
         }
-        answer = await self._call("/v3/kv/txn", body)
+        quick = max(len(compares), len(success), len(failure)) <= QUICK_OPS
+        answer = await self._call("/v3/kv/txn", body, quick=quick)
         return TxnResult(bool(answer.get("succeeded", False)), int(answer["header"]["revision"]))
 
     async def compact(self, revision: int) -> None:
@@ -253,13 +279,13 @@ class EtcdStore:
     # --- leases
 
     async def grant(self, ttl: int) -> Lease:
-        answer = await self._call("/v3/lease/grant", {"TTL": str(ttl)})
+        answer = await self._call("/v3/lease/grant", {"TTL": str(ttl)}, quick=True)
         if answer.get("error"):
             raise EtcdError(str(answer["error"]))
         return Lease(int(answer["ID"]), int(answer["TTL"]))
 
     async def keepalive(self, lease_id: int) -> int:
-        answer = await self._call("/v3/lease/keepalive", {"ID": str(lease_id)})
+        answer = await self._call("/v3/lease/keepalive", {"ID": str(lease_id)}, quick=True)
         _raise_for(answer.get("result") or {})
         ttl = int((answer.get("result") or {}).get("TTL", 0))
         if ttl <= 0:
@@ -267,7 +293,7 @@ class EtcdStore:
         return ttl
 
     async def revoke(self, lease_id: int) -> None:
-        await self._call("/v3/lease/revoke", {"ID": str(lease_id)})
+        await self._call("/v3/lease/revoke", {"ID": str(lease_id)}, quick=True)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -284,6 +310,8 @@ class EtcdWatch:
         self._cursor = start_revision  # 0 until the first response tells us the revision
         self._queue: asyncio.Queue[list[WatchEvent] | BaseException | None] = asyncio.Queue(maxsize=64)
         self._task: asyncio.Task[None] | None = None
+        self._endpoint = 0  # index of the endpoint of the current connection
+        self._heard = False  # the current connection delivered something
 
     def __aiter__(self) -> Self:
         return self
@@ -340,6 +368,8 @@ class EtcdWatch:
                             self._cursor = events[-1].kv.mod_revision + 1
                             await self._queue.put(events)
                 except (aiohttp.ClientError, TimeoutError, ConnectionError) as e:
+                    if self._heard and isinstance(e, TimeoutError):
+                        continue  # quiet for a while: reconnect (to the same member) to be sure
                     # a member died or the members are electing: resume on the next endpoint,
                     # for as long as an election or a restart may take
                     if failures == 0:
@@ -347,7 +377,7 @@ class EtcdWatch:
                     failures += 1
                     if loop.time() - first_failure > WATCH_RETRY_S:
                         raise Unavailable(f"etcd watch lost: {e}") from e
-                    self._store._next = (self._store._next + 1) % len(self._store.endpoints)
+                    self._store._failed(self._endpoint)
                     await asyncio.sleep(min(1.0, 0.05 * failures))
         except asyncio.CancelledError:
             raise
@@ -359,8 +389,11 @@ class EtcdWatch:
         create: dict[str, Any] = {"key": _b64(self._prefix), "range_end": _b64(prefix_end(self._prefix))}
         if self._cursor:
             create["start_revision"] = str(self._cursor)
-        endpoint = store.endpoints[store._next]
-        idle = aiohttp.ClientTimeout(total=None, sock_connect=store.timeout, sock_read=store.watch_idle)
+        self._endpoint, self._heard = store._next, False
+        endpoint = store.endpoints[self._endpoint]
+        idle = aiohttp.ClientTimeout(
+            total=None, sock_connect=store._quick_timeout(), sock_read=store.watch_idle
+        )
         async with store._http().post(
             endpoint + "/v3/watch", json={"create_request": create}, timeout=idle
         ) as resp:
@@ -373,6 +406,7 @@ class EtcdWatch:
                     del buf[: i + 1]
                     scanned = 0
                     if line.strip():
+                        self._heard = True
                         yield json.loads(line)
                 scanned = len(buf)
         raise aiohttp.ClientPayloadError("etcd closed the watch stream")
