@@ -418,13 +418,6 @@ FAILOVER_BOUND = 20.0  # seconds from the leader's power cut to a new leader (le
 
 @needs_cluster
 @pytest.mark.skipif(shutil.which("etcd") is None, reason="needs etcd (Debian etcd-server)")
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: after a power cut of the leader (its address silent, not refusing), the other "
-    "managers keep idle ESTABLISHED watch connections to the dead etcd member (seen with ss 15 s later): "
-    "Election._await_delete waits on that watch without a bound, so nobody campaigns again; with "
-    "refused connections failover takes < 5 s. Remove this mark once fixed.",
-)
 def test_leader_power_cut_another_manager_leads(tmp_path: Path) -> None:
     name = "lf" + secrets.token_hex(2)
     try:
