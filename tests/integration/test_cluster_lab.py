@@ -7,7 +7,7 @@ three-node lab: nodes ready, a replicated service spread 2/2/2, constraints, dra
 update that fails and is rolled back, a global service on a node that joins later, a partitioned
 node (replicas move; healed, its stale ones go), and a killed node whose replicas run again
 elsewhere (then its reboot). Two more labs run three managers on the lab's etcd: its wiring, and
-the leader's power cut (a known failover bug, marked xfail). Every lab is removed in ``finally``.
+the leader's power cut (another manager leads within 20 s). Every lab is removed in ``finally``.
 """
 
 from __future__ import annotations
