@@ -188,6 +188,9 @@ class Scheduler:
         # The walk below runs ~log2(N) times per task: it reads what it needs into locals, and
         # the rankers (rank.py) are written out inline, in their order.
         sid, nodes, mine, base = task.service_id, self.nodes, self._mine, self.usage
+        mem, cpu = want.memory_bytes, want.nano_cpus
+        # one preference (the common case): its key without building a list per node
+        one = levels[0] if len(levels) == 1 else None
         dynamic: Counter[str] | None = None  # made on the first filtered node only (rare)
         scored: list[tuple[tuple[int, ...], str]] = []
         best: tuple[int, ...] | None = None
@@ -199,18 +202,25 @@ class Scheduler:
             visited += 1
             node = nodes[node_id]
             usage = mine.get(node_id) or base.get(node_id, EMPTY)
-            reason = filters.dynamic_reason(node, usage, want, ports)
-            if reason:
+            have = node.resources  # filters.dynamic_reason's tests, inline; it names the reason
+            if (
+                (mem and usage.memory_bytes + mem > have.memory_bytes)
+                or (cpu and usage.nano_cpus + cpu > have.nano_cpus)
+                or (ports and filters.ports_free(usage, ports))
+            ):
+                reason = filters.dynamic_reason(node, usage, want, ports) or "unknown"
                 dynamic = dynamic or Counter()
                 dynamic[reason] += 1
                 continue
             # rank: placement preferences, then spread of this service, then fewest tasks
             spread, tasks = usage.by_service.get(sid, 0), usage.tasks
-            key = (
-                (*[counts[groups[node_id]] for groups, counts in levels], spread, tasks)
-                if levels
-                else (spread, tasks)
-            )
+            key: tuple[int, ...]
+            if one is not None:
+                key = (one[1][one[0][node_id]], spread, tasks)
+            elif levels:
+                key = (*[counts[groups[node_id]] for groups, counts in levels], spread, tasks)
+            else:
+                key = (spread, tasks)
             scored.append((key, node_id))
             if best is None or key < best:
                 best, best_id = key, node_id
