@@ -191,3 +191,14 @@ def test_node_and_service_records_round_trip() -> None:
     assert back_svc == svc
     assert back_svc.update_status is not None and back_svc.update_status.rolling_back
     assert back_svc.update_policy == spec.rollback
+
+
+def test_task_codec_fields_it_does_not_know_and_missing_ones() -> None:
+    t = _full_task()
+    raw = json.loads(to_json(t))
+    newer = from_json(Task, json.dumps({**raw, "from_a_newer_version": 1}).encode())
+    assert newer == t and "from_a_newer_version" not in vars(newer)
+    assert vars(newer).keys() == vars(t).keys()
+    del raw["spec_version"]
+    with pytest.raises(TypeError, match="spec_version"):
+        from_json(Task, json.dumps(raw).encode())
