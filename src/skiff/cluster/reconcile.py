@@ -147,7 +147,8 @@ class _Pass:
         for t in self.tasks.values():
             by_slot[t.slot_key].append(t)
         for ts in by_slot.values():
-            ts.sort(key=lambda t: (t.created_at, t.id))
+            if len(ts) > 1:  # most slots hold one task: no sort (a pass calls this per service)
+                ts.sort(key=_age)
         return by_slot
 
     def finish(self, history_limit: int) -> Actions:
@@ -172,6 +173,10 @@ class _Pass:
         self.out.update = [self.tasks[i] for i in sorted(self.changed - created - deleted)]
         self.out.delete = [self.tasks[i] for i in sorted(deleted)]
         return self.out
+
+
+def _age(t: Task) -> tuple[float, str]:
+    return (t.created_at, t.id)
 
 
 def reconcile_service(
