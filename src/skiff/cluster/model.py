@@ -517,22 +517,27 @@ class _TaskCodec:
                 self.convert[name] = tuple
             elif tp not in (str, int, float, bool, int | None):
                 self.convert[name] = functools.partial(from_plain, tp)
-        self._plain: dict[int, tuple[TaskTemplate, Any]] = {}
+        self._plain: dict[int, tuple[TaskTemplate, bytes]] = {}
         self._objects: dict[tuple[str, int], tuple[Any, TaskTemplate]] = {}
 
     def encode(self, task: Task) -> bytes:
         values = task.__dict__
         defaults = self.defaults
-        out = {name: v for name in self.fields if (v := values[name]) != defaults.get(name, _MISSING)}
+        out = {
+            name: v
+            for name in self.fields
+            if name != "template" and (v := values[name]) != defaults.get(name, _MISSING)
+        }
         tpl = task.template
         hit = self._plain.get(id(tpl))
         if hit is None or hit[0] is not tpl:
             if len(self._plain) > 4096:
                 self._plain.clear()
-            hit = (tpl, compact_plain(tpl))
+            # the template's JSON, encoded once: half of a record, the same for a service version
+            hit = (tpl, json.dumps(compact_plain(tpl), separators=(",", ":")).encode())
             self._plain[id(tpl)] = hit  # holds tpl, so its id is not reused while cached
-        out["template"] = hit[1]
-        return json.dumps(out, separators=(",", ":")).encode()
+        # the other fields, then the template spliced in before the closing brace
+        return json.dumps(out, separators=(",", ":")).encode()[:-1] + b',"template":' + hit[1] + b"}"
 
     def decode(self, data: bytes) -> Task:
         raw = json.loads(data)
