@@ -4,8 +4,7 @@ commands and output, under skiff's names)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import click
 
@@ -14,69 +13,11 @@ from skiff.cli.context import CliContext, ExitCode, error_text, for_each, pass_c
 from skiff.cli.filters import parse_filters
 from skiff.cli.format.table import render_rows, single
 from skiff.cli.service_spec import parse_labels
+from skiff.client.cluster import ClusterMixin
 from skiff.errors import InvalidArgument, SkiffError
 
-
-class ClusterClient(Protocol):
-    """The cluster methods of ``skiff.client.Client`` (section C of the cluster contract)."""
-
-    def cluster_init(
-        self,
-        *,
-        advertise_addr: str | None = None,
-        listen_addr: str = "0.0.0.0:2377",
-        store: str | None = None,
-        etcd_local: bool = False,
-    ) -> dict[str, Any]: ...
-
-    def cluster_join(
-        self,
-        remote_addrs: list[str],
-        token: str,
-        *,
-        advertise_addr: str | None = None,
-        listen_addr: str = "0.0.0.0:2377",
-    ) -> dict[str, Any]: ...
-
-    def cluster_leave(self, *, force: bool = False) -> None: ...
-
-    def cluster_inspect(self) -> dict[str, Any]: ...
-
-    def cluster_join_token(self, role: str, *, rotate: bool = False) -> str: ...
-
-    def nodes(self) -> list[dict[str, Any]]: ...
-
-    def node_inspect(self, ref: str) -> dict[str, Any]: ...
-
-    def node_update(
-        self,
-        ref: str,
-        *,
-        labels_add: dict[str, str] | None = None,
-        labels_rm: list[str] | None = None,
-        availability: str | None = None,
-        role: str | None = None,
-    ) -> None: ...
-
-    def node_rm(self, ref: str, *, force: bool = False) -> None: ...
-
-    def services(self) -> list[dict[str, Any]]: ...
-
-    def service_create(self, spec: dict[str, Any]) -> dict[str, Any]: ...
-
-    def service_inspect(self, ref: str) -> dict[str, Any]: ...
-
-    def service_update(
-        self, ref: str, spec: dict[str, Any] | None = None, *, rollback: bool = False, force: bool = False
-    ) -> None: ...
-
-    def service_rm(self, ref: str) -> None: ...
-
-    def tasks(self, *, service: str | None = None, node: str | None = None) -> list[dict[str, Any]]: ...
-
-    def service_logs(
-        self, ref: str, *, follow: bool = False, tail: str = "all", timestamps: bool = False
-    ) -> Iterator[tuple[str, bytes]]: ...
+# The cluster calls of ``skiff.client.Client``; the CLI's unit tests pass a fake with the same methods.
+ClusterClient = ClusterMixin
 
 
 def cluster_client(obj: CliContext) -> ClusterClient:

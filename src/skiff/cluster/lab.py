@@ -42,9 +42,12 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any
 
 from skiff.errors import Conflict, InvalidArgument, NotFound, RuntimeFailure, SkiffError
+
+if TYPE_CHECKING:
+    from skiff.client import Client
 
 RUN_BASE = Path("/run/skiff-lab")
 ROOT_BASE = Path("/var/lib/skiff-lab")
@@ -653,36 +656,10 @@ def _await_skiffd(node: LabNode, proc: subprocess.Popen[bytes] | None, timeout: 
 # --- cluster --------------------------------------------------------------------------------
 
 
-class _ClusterClient(Protocol):
-    """The cluster calls of ``skiff.client.Client`` (contract section C)."""
-
-    def cluster_init(
-        self,
-        *,
-        advertise_addr: str | None = None,
-        listen_addr: str = "0.0.0.0:2377",
-        store: str | None = None,
-        etcd_local: bool = False,
-    ) -> dict[str, Any]: ...
-
-    def cluster_join(
-        self,
-        remote_addrs: list[str],
-        token: str,
-        *,
-        advertise_addr: str | None = None,
-        listen_addr: str = "0.0.0.0:2377",
-    ) -> dict[str, Any]: ...
-
-    def cluster_join_token(self, role: str, *, rotate: bool = False) -> str: ...
-
-    def nodes(self) -> list[dict[str, Any]]: ...
-
-
-def _cluster_client(node: LabNode) -> _ClusterClient:
+def _cluster_client(node: LabNode) -> Client:
     from skiff.client import connect
 
-    return cast(_ClusterClient, connect(node.host))
+    return connect(node.host)
 
 
 def _form_cluster(lab: Lab, progress: Progress) -> None:
