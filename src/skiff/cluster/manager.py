@@ -264,12 +264,18 @@ class ClusterRuntime:
         self.state = state
         if self._runner is None:
             await self._listen(state.listen_addr)
-        if state.role == NodeRole.MANAGER:
+        manager = state.role == NodeRole.MANAGER
+        if manager and state.etcd_local and self._etcd is None:
+            self._etcd = self._local_etcd(state)
+            await self._etcd.start()
+        await self._open_for_role(state, manager=manager)
+
+    async def _open_for_role(self, state: ClusterState, *, manager: bool) -> None:
+        """A manager opens the store itself and leads when elected; a worker reaches the store
+        through the managers' gateway. Then the agent and the watch on this node's record."""
+        if manager:
             from skiff.cluster.state import open_store
 
-            if state.etcd_local and self._etcd is None:
-                self._etcd = self._local_etcd(state)
-                await self._etcd.start()
             self.store = open_store(state.store)
             self._holds_store = True
             self._start_leading()
@@ -954,21 +960,7 @@ class ClusterRuntime:
             if self._watch_task is not None and self._watch_task is not asyncio.current_task():
                 self._watch_task.cancel()
             self._watch_task = None
-            if role is NodeRole.MANAGER:
-                from skiff.cluster.state import open_store
-
-                self.store = open_store(state.store)
-                self._holds_store = True
-                self._start_leading()
-            else:
-                from skiff.cluster.state.remote import RemoteStore
-
-                self.store = RemoteStore(state.managers, state.secret, max_txn_ops=state.max_txn_ops)
-                self._holds_store = False
-            await self._start_agent()
-            self._watch_task = asyncio.get_running_loop().create_task(
-                self._watch_self(), name="skiff-cluster-self"
-            )
+            await self._open_for_role(state, manager=role is NodeRole.MANAGER)
 
     # --- queries
 
