@@ -22,6 +22,8 @@ lease are deleted (one revision) when it expires unless someone keeps it alive.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -130,6 +132,49 @@ class Watch(Protocol):
     async def __aexit__(self, *exc: object) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class FedWatch:
+    """A :class:`Watch` fed by a background task: subclasses implement ``_run``, which puts
+    batches of events on ``_queue`` (an exception there ends the watch by raising it). The task
+    starts with the first ``__anext__``; ``close`` cancels it."""
+
+    _task_name = "skiff-watch"
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[list[WatchEvent] | BaseException | None] = asyncio.Queue(maxsize=64)
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> list[WatchEvent]:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=self._task_name)
+        item = await self._queue.get()
+        if item is None:
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
 
 
 class Store(Protocol):

@@ -20,7 +20,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Self
+from typing import Any
 
 import aiohttp
 
@@ -28,6 +28,7 @@ from skiff.cluster.state.base import (
     Compacted,
     Compare,
     EventType,
+    FedWatch,
     KeyValue,
     Lease,
     LeaseNotFound,
@@ -322,45 +323,18 @@ class EtcdStore:
             self._session = None
 
 
-class EtcdWatch:
+class EtcdWatch(FedWatch):
     """One ``/v3/watch`` stream, resumed on another endpoint if its connection drops."""
 
+    _task_name = "skiff-etcd-watch"
+
     def __init__(self, store: EtcdStore, prefix: str, start_revision: int) -> None:
+        super().__init__()
         self._store = store
         self._prefix = prefix
         self._cursor = start_revision  # 0 until the first response tells us the revision
-        self._queue: asyncio.Queue[list[WatchEvent] | BaseException | None] = asyncio.Queue(maxsize=64)
-        self._task: asyncio.Task[None] | None = None
         self._endpoint = 0  # index of the endpoint of the current connection
         self._heard = False  # the current connection delivered something
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> list[WatchEvent]:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="skiff-etcd-watch")
-        item = await self._queue.get()
-        if item is None:
-            raise StopAsyncIteration
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(None)
 
     async def _run(self) -> None:
         failures = 0

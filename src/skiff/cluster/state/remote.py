@@ -9,21 +9,20 @@ last one it delivered, so its reader misses nothing (as ``EtcdStore`` does betwe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Self
+from typing import Any
 
 import aiohttp
 
 from skiff.cluster.state.base import (
     Compare,
+    FedWatch,
     KeyValue,
     Lease,
     Op,
     RangeResult,
     TxnResult,
-    WatchEvent,
     check_txn_size,
 )
 from skiff.cluster.state.wire import (
@@ -162,43 +161,16 @@ class RemoteStore:
             self._session = None
 
 
-class RemoteWatch:
+class RemoteWatch(FedWatch):
     """One streamed watch, resumed on another manager if its connection drops."""
 
+    _task_name = "skiff-remote-watch"
+
     def __init__(self, store: RemoteStore, prefix: str, start_revision: int) -> None:
+        super().__init__()
         self._store = store
         self._prefix = prefix
         self._cursor = start_revision  # 0 until the gateway says where "now" starts
-        self._queue: asyncio.Queue[list[WatchEvent] | BaseException | None] = asyncio.Queue(maxsize=64)
-        self._task: asyncio.Task[None] | None = None
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> list[WatchEvent]:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="skiff-remote-watch")
-        item = await self._queue.get()
-        if item is None:
-            raise StopAsyncIteration
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(None)
 
     async def _run(self) -> None:
         store = self._store
