@@ -13,6 +13,7 @@ import io
 import socket
 import subprocess
 import tarfile
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,12 +144,13 @@ def test_git_errors_are_clean(daemon: Daemon, git_url: str) -> None:
 
 @needs_docker
 def test_docker_cli_builds_the_same_git_context(daemon: Daemon, git_url: str) -> None:
-    with tags(daemon) as made:
+    # The docker CLI leaves its clone (docker-build-git*) in TMPDIR: give it one of ours.
+    with tags(daemon) as made, tempfile.TemporaryDirectory(prefix="skiff-e2e-") as tmp:
         name = unique()
         made.append(name)
         r = subprocess.run(
             [DOCKER, "build", "-q", "-t", name, "-f", "Dockerfile.alt", f"{git_url}/repo.git#main:sub"],
-            env=cli_env(daemon),
+            env={**cli_env(daemon), "TMPDIR": tmp},
             capture_output=True,
             timeout=300,
         )
